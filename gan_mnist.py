@@ -1,0 +1,791 @@
+"""Train a GAN to draw MNIST digits: the code for section 5 of the article
+"AIGC从入门到实战" (a Generator and a Discriminator, each a two-layer MLP,
+trained against each other with the BCE loss of section 4.1).
+
+    python gan_mnist.py                  # train; pictures land in outputs/
+    python gan_mnist.py --epochs 5       # every constant below has a flag
+    python gan_mnist.py --resume         # continue an interrupted run
+    python gan_mnist.py --generate 64    # draw 64 new digits from the checkpoint
+    python gan_mnist.py --help
+
+Read it top to bottom beside the article: each banner names the section it
+implements. Where this file departs from the article, a comment says why.
+"""
+
+# ---------------------------------------------------------------------------
+# 5.1  Imports
+# ---------------------------------------------------------------------------
+import argparse
+import csv
+import math
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision.utils import make_grid
+
+# The article imports matplotlib.pyplot. We draw on Figure objects instead:
+# they render straight to files, need no window, and keep no global state.
+from matplotlib.figure import Figure
+
+# ---------------------------------------------------------------------------
+# Constants: change them here, or pass the flag in brackets
+# ---------------------------------------------------------------------------
+EPOCHS = 200  # passes over the 60,000 training images (--epochs)
+BATCH_SIZE = 128  # images per optimiser step (--batch-size)
+LR = 2e-4  # Adam's learning rate for both networks (--lr)
+BETAS = (0.5, 0.999)  # Adam's moment decay; the article keeps the default (0.9, 0.999), see README (--betas)
+Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
+HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
+SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
+SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
+DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
+DATA_DIR = "data"  # where MNIST is read from, or downloaded to (--data-dir)
+OUT_DIR = "outputs"  # where grids, plots and the checkpoint go (--out-dir)
+
+IMAGE_DIM = 28 * 28  # an MNIST digit, flattened into one vector
+GRID_SIZE = 64  # digits in each sample grid (8 x 8)
+
+
+def pick_device(name):
+    """'auto' means the fastest device PyTorch can see: CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    check_device_available(name)
+    return torch.device(name)
+
+
+def describe_device(device):
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+# ---------------------------------------------------------------------------
+# 5.2  Loading MNIST
+# ---------------------------------------------------------------------------
+def load_mnist(data_dir, train=True):
+    """All MNIST images of one split as a single (N, 784) tensor in [-1, 1].
+
+    The article passes transforms.ToTensor() to the dataset, which gives pixels
+    in [0, 1]. But the generator ends in Tanh, so its pixels lie in [-1, 1]:
+    the discriminator could then spot fakes by their negative pixels alone,
+    and the generator would be chasing images it cannot draw. Scaling the real
+    images to [-1, 1] (what Normalize((0.5,), (0.5,)) does) puts both on one scale.
+    """
+    files_present = check_mnist_files(data_dir)
+    try:
+        dataset = torchvision.datasets.MNIST(root=data_dir, train=train, download=not files_present)
+    except Exception as error:  # no network, or a file torchvision cannot parse
+        raise mnist_error(data_dir, error) from None
+    pixels = dataset.data  # uint8, (N, 28, 28): read once, no per-image transform
+    return pixels.reshape(len(pixels), IMAGE_DIM).float() / 127.5 - 1
+
+
+class ShuffledBatches(torch.utils.data.Sampler):
+    """Hands the DataLoader a whole batch of indices at a time.
+
+    The article's DataLoader turns every image into a PIL image, then a tensor,
+    then stacks 128 of them: Python work per image, on every step. Here the
+    whole training set already sits on the device as one tensor, so each batch
+    is a single indexing operation, images[indices]. Each epoch's order comes
+    from (seed, epoch) alone, so a resumed run sees the very same batches.
+    """
+
+    def __init__(self, dataset_size, batch_size, seed, device):
+        self.dataset_size = dataset_size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.epoch = 0
+        self.batches_to_skip = 0
+
+    def set_epoch(self, epoch, batches_to_skip=0):
+        self.epoch = epoch
+        self.batches_to_skip = batches_to_skip
+
+    def __len__(self):
+        return math.ceil(self.dataset_size / self.batch_size) - self.batches_to_skip
+
+    def __iter__(self):
+        shuffle = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.dataset_size, generator=shuffle).to(self.device)
+        # The last batch may be smaller than batch_size; nothing below assumes otherwise.
+        yield from order.split(self.batch_size)[self.batches_to_skip :]
+
+
+def make_dataloader(images, batch_size, seed):
+    sampler = ShuffledBatches(len(images), batch_size, seed, images.device)
+    # batch_size=None: the sampler already makes the batches, the loader just indexes.
+    return torch.utils.data.DataLoader(images, sampler=sampler, batch_size=None)
+
+
+# ---------------------------------------------------------------------------
+# 5.3  The Generator: noise z -> a 784-pixel image in [-1, 1]
+# ---------------------------------------------------------------------------
+class Generator(nn.Module):
+    def __init__(self, z_dim=Z_DIM, hidden_dim=HIDDEN_DIM, image_dim=IMAGE_DIM):
+        super().__init__()
+        self.z_dim = z_dim
+        self.gen = nn.Sequential(
+            nn.Linear(z_dim, hidden_dim),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim, image_dim),
+            nn.Tanh(),  # pixels in (-1, 1), the same scale as the real images
+        )
+
+    def forward(self, z):
+        return self.gen(z)
+
+
+# ---------------------------------------------------------------------------
+# 5.4  The Discriminator: an image -> one score, "how real does it look?"
+# ---------------------------------------------------------------------------
+class Discriminator(nn.Module):
+    def __init__(self, image_dim=IMAGE_DIM, hidden_dim=HIDDEN_DIM):
+        super().__init__()
+        self.disc = nn.Sequential(
+            nn.Linear(image_dim, hidden_dim),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim, 1),
+            # No Sigmoid here, unlike the article: the loss below applies it.
+        )
+
+    def forward(self, images):
+        return self.disc(images)  # a logit; D(x) = sigmoid(logit) is the probability "real"
+
+
+# ---------------------------------------------------------------------------
+# 5.5  Loss and optimisers
+# ---------------------------------------------------------------------------
+# The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))]
+# with s = sigmoid. BCEWithLogitsLoss computes the same number from the logit l
+# in one stable step: it never takes log(0) when D is sure, where BCELoss must
+# clamp to -100 and the gradient vanishes.
+bce_with_logits = nn.BCEWithLogitsLoss()
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """Section 4.1: D maximises log D(x) + log(1 - D(G(z))).
+
+    Minimising BCE with label 1 for real images and 0 for generated ones is
+    exactly that: BCE(l, 1) = -log D(x) and BCE(l, 0) = -log(1 - D(G(z))).
+    """
+    real_loss = bce_with_logits(real_logits, torch.ones_like(real_logits))
+    fake_loss = bce_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real_loss + fake_loss
+
+
+def generator_loss(fake_logits):
+    """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every
+    fake, that curve is flat, and G learns nothing; so, as Goodfellow et al.
+    (2014, section 3) advise, G maximises log D(G(z)) instead: BCE with label 1.
+    """
+    return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def make_optimizers(generator, discriminator, lr, betas):
+    # fused=True runs each Adam update as one kernel instead of one per tensor
+    # (on CPU and GPU alike); the arithmetic is Adam's, unchanged.
+    g_optimizer = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas, fused=True)
+    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas, fused=True)
+    return g_optimizer, d_optimizer
+
+
+# ---------------------------------------------------------------------------
+# 5.6  Training: one step, then the loop
+# ---------------------------------------------------------------------------
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images):
+    """One round of the game: a discriminator update, then a generator update.
+
+    Returns [D loss, G loss, mean D(x), mean D(G(z))] as one tensor, left on
+    the device so that the loop never waits for the GPU.
+    """
+    z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)
+    fake_images = generator(z)
+
+    # ---- Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
+    real_logits = discriminator(real_images)
+    # detach(): this update is D's alone, so no gradient flows back into G.
+    fake_logits = discriminator(fake_images.detach())
+    d_loss = discriminator_loss(real_logits, fake_logits)
+    d_optimizer.zero_grad()
+    d_loss.backward()
+    d_optimizer.step()
+
+    # ---- Generator: maximise log D(G(z)), judged by the updated D ----
+    # G's gradient must flow through D, but D's own weights stay put in this
+    # half; freezing them spares autograd computing gradients nobody uses.
+    discriminator.requires_grad_(False)
+    g_loss = generator_loss(discriminator(fake_images))
+    g_optimizer.zero_grad()
+    g_loss.backward()
+    g_optimizer.step()
+    discriminator.requires_grad_(True)
+
+    d_of_x = torch.sigmoid(real_logits).mean()
+    d_of_g_z = torch.sigmoid(fake_logits).mean()
+    return torch.stack([d_loss, g_loss, d_of_x, d_of_g_z]).detach()
+
+
+METRIC_NAMES = ["d_loss", "g_loss", "d_x", "d_g_z"]
+PROGRESS_EVERY = 20  # steps between progress-line updates and checks for NaN
+
+
+def train(args):
+    """The article's loop (section 5.6) with the pictures, logs and checkpoints a learner needs."""
+    device = pick_device(args.device)
+    out_dir = prepare_out_dir(args)
+    resumed = load_checkpoint(out_dir / "checkpoint.pt", device) if args.resume else None
+    if resumed:
+        check_resumable(resumed, args)
+    print(f"Training on {describe_device(device)}", flush=True)
+
+    torch.manual_seed(args.seed)
+    images = load_mnist(args.data_dir, train=True).to(device)
+    dataloader = make_dataloader(images, args.batch_size, args.seed)
+    if not resumed:
+        clear_earlier_run(out_dir)  # only now: a bad input above leaves earlier work intact
+    steps_per_epoch = math.ceil(len(images) / args.batch_size)
+    last_step = args.epochs * steps_per_epoch
+    if args.max_steps:
+        last_step = min(last_step, args.max_steps)
+
+    generator = Generator(args.z_dim, args.hidden_dim).to(device)
+    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim).to(device)
+    g_optimizer, d_optimizer = make_optimizers(generator, discriminator, args.lr, tuple(args.betas))
+    # One noise batch, drawn once: every grid shows the same 64 z's, so the
+    # grids are frames of one film and you can watch each digit take shape.
+    fixed_noise = torch.randn(GRID_SIZE, args.z_dim, device=device)
+    history = torch.empty(0, len(METRIC_NAMES))  # one row per step, for the plot and the CSV
+    epoch, step, batches_into_epoch = 0, 0, 0
+    if resumed:
+        epoch, step, batches_into_epoch, history, fixed_noise = restore_training_state(
+            resumed, generator, discriminator, g_optimizer, d_optimizer, device
+        )
+        print(f"Resuming from epoch {epoch + 1}, step {step}", flush=True)
+    write_metrics_csv(out_dir / "metrics.csv", history, first_row=0)
+
+    def save_everything():
+        save_checkpoint(
+            out_dir / "checkpoint.pt", generator, discriminator, g_optimizer, d_optimizer,
+            epoch, step, batches_into_epoch, args, history, fixed_noise,
+        )
+        plot_losses(history, steps_per_epoch, out_dir / "losses.png")
+
+    stop = CtrlC()
+    clock = RunClock(step, last_step)
+    while epoch < args.epochs and step < last_step and not stop.requested:
+        dataloader.sampler.set_epoch(epoch, batches_to_skip=batches_into_epoch)
+        epoch_start, epoch_images = time.perf_counter(), 0
+        epoch_metrics = []
+        for real_images in dataloader:
+            epoch_metrics.append(train_step(generator, discriminator, g_optimizer, d_optimizer, real_images))
+            step += 1
+            batches_into_epoch += 1
+            epoch_images += len(real_images)
+            if step % args.sample_every == 0:
+                save_sample_grid(generator, fixed_noise, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
+            if step % PROGRESS_EVERY == 0:
+                check_finite(epoch_metrics, step)
+                show_progress(epoch, batches_into_epoch, steps_per_epoch, epoch_metrics, clock.eta(step))
+            if step >= last_step or stop.requested:
+                break
+        images_per_second = epoch_images / (time.perf_counter() - epoch_start)
+        check_finite(epoch_metrics, step)
+        history = torch.cat([history, torch.stack(epoch_metrics).cpu()])
+        write_metrics_csv(out_dir / "metrics.csv", history, first_row=len(history) - len(epoch_metrics))
+        log_epoch(epoch_metrics, epoch + 1, args.epochs, step, images_per_second, clock)
+
+        if batches_into_epoch == steps_per_epoch:  # the epoch ran to its end
+            epoch, batches_into_epoch = epoch + 1, 0
+            save_sample_grid(generator, fixed_noise, epoch, step, out_dir / "samples" / f"epoch_{epoch:03d}.png")
+        else:  # stopped part-way: keep a picture of where it got to
+            save_sample_grid(generator, fixed_noise, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
+        save_everything()
+
+    stop.restore()
+    if stop.requested:
+        print(f"Stopped at step {step}; everything so far is saved in {out_dir}/. "
+              f"Continue with:  {resume_command()}", flush=True)
+        return 130
+    # The end of the run: the film, and the real digits beside the fakes.
+    write_training_gif(out_dir / "samples", out_dir / "training.gif")
+    real_test_images = load_mnist(args.data_dir, train=False)[:GRID_SIZE]
+    save_real_vs_fake(real_test_images, generator, fixed_noise, out_dir / "real_vs_fake.png")
+    print(f"Done: {step} steps. Pictures, metrics.csv and checkpoint.pt are in {out_dir}/", flush=True)
+    return 0
+
+
+def check_finite(epoch_metrics, step):
+    """Stop at the first NaN or infinite loss: nothing useful can follow it."""
+    recent = torch.stack(epoch_metrics[-PROGRESS_EVERY:])
+    finite = torch.isfinite(recent).all(dim=1)
+    if not bool(finite.all()):
+        bad_step = step - len(recent) + 1 + int((~finite).nonzero()[0])
+        raise RunError(f"the loss became NaN or infinite at step {bad_step}; the last good checkpoint is kept. "
+                       f"Try a smaller learning rate, e.g. --lr {LR / 2:g}", exit_code=1)
+
+
+# ---------------------------------------------------------------------------
+# What the learner sees: log lines, sample grids, the loss plot, the GIF
+# ---------------------------------------------------------------------------
+def log_epoch(epoch_metrics, epoch, epochs, step, images_per_second, clock):
+    """One line per epoch (means over its steps). A fair fight looks like
+    D(x) around 0.5-0.8 and D(G(z)) around 0.2-0.5. D loss near 0 with D(G(z))
+    near 0 means the discriminator has won and the generator has stopped learning."""
+    if not epoch_metrics:
+        return
+    d_loss, g_loss, d_x, d_g_z = torch.stack(epoch_metrics).mean(dim=0).tolist()
+    clear_progress()
+    print(
+        f"epoch {epoch:>3}/{epochs}  step {step:>6}  "
+        f"D loss {d_loss:.3f}  G loss {g_loss:.3f}  D(x) {d_x:.2f}  D(G(z)) {d_g_z:.2f}  "
+        f"{images_per_second:6,.0f} img/s  elapsed {format_seconds(clock.elapsed())}  "
+        f"ETA {format_seconds(clock.eta(step))}",
+        flush=True,
+    )
+
+
+def show_progress(epoch, batches_into_epoch, steps_per_epoch, epoch_metrics, eta_seconds):
+    """A line that rewrites itself within the epoch; only on a terminal, so logs stay clean."""
+    if not sys.stdout.isatty():
+        return
+    d_loss, g_loss = torch.stack(epoch_metrics[-PROGRESS_EVERY:]).mean(dim=0)[:2].tolist()
+    done = batches_into_epoch / steps_per_epoch
+    bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
+    print(f"\r  epoch {epoch + 1} [{bar}] {batches_into_epoch}/{steps_per_epoch}  "
+          f"D loss {d_loss:.3f}  G loss {g_loss:.3f}  ETA {format_seconds(eta_seconds)}", end="", flush=True)
+
+
+def clear_progress():
+    if sys.stdout.isatty():
+        print("\r\033[K", end="")
+
+
+class RunClock:
+    """Elapsed time, and the time left at this run's average pace."""
+
+    def __init__(self, first_step, last_step):
+        self.start = time.perf_counter()
+        self.first_step = first_step
+        self.last_step = last_step
+
+    def elapsed(self):
+        return time.perf_counter() - self.start
+
+    def eta(self, step):
+        if step == self.first_step:
+            return 0.0
+        return self.elapsed() / (step - self.first_step) * (self.last_step - step)
+
+
+def format_seconds(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def to_picture(flat_images):
+    """(N, 784) pixels in [-1, 1] -> one grid image (H, W) in [0, 1] for imshow."""
+    images = flat_images.detach().cpu().reshape(-1, 1, 28, 28)
+    nrow = math.ceil(math.sqrt(len(images)))
+    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1)
+    return grid[0].numpy()
+
+
+@torch.no_grad()
+def save_sample_grid(generator, fixed_noise, epoch, step, path):
+    figure = Figure(figsize=(4, 4.3))
+    axes = figure.add_subplot()
+    axes.imshow(to_picture(generator(fixed_noise)), cmap="gray", vmin=0, vmax=1)
+    axes.set_title(f"epoch {epoch}, step {step}")
+    axes.axis("off")
+    save_figure(figure, path)
+
+
+def plot_losses(history, steps_per_epoch, path):
+    """Losses, D(x) and D(G(z)) against steps. Single steps are noisy, so each
+    point is the mean of a window of steps (about 400 points in all)."""
+    if len(history) == 0:
+        return
+    window = max(1, len(history) // 400)
+    usable = len(history) // window * window or len(history)
+    window = min(window, usable)
+    means = history[:usable].reshape(-1, window, history.shape[1]).mean(dim=1)
+    steps = (torch.arange(len(means)) + 1) * window
+    figure = Figure(figsize=(8, 6))
+    losses, scores = figure.subplots(2, 1, sharex=True)
+    losses.plot(steps, means[:, 0], label="D loss")
+    losses.plot(steps, means[:, 1], label="G loss")
+    losses.set_ylabel("loss")
+    losses.legend()
+    scores.plot(steps, means[:, 2], label="D(x): real judged real")
+    scores.plot(steps, means[:, 3], label="D(G(z)): fake judged real")
+    scores.axhline(0.5, color="gray", linewidth=0.8, linestyle="--")
+    scores.set_ylim(0, 1)
+    scores.set_ylabel("mean D output")
+    scores.set_xlabel(f"step ({steps_per_epoch} steps per epoch; each point averages {window})")
+    scores.legend()
+    save_figure(figure, path)
+
+
+@torch.no_grad()
+def save_real_vs_fake(real_images, generator, fixed_noise, path):
+    figure = Figure(figsize=(8, 4.3))
+    for position, (title, images) in enumerate([("real (MNIST test set)", real_images),
+                                                ("generated", generator(fixed_noise))], start=1):
+        axes = figure.add_subplot(1, 2, position)
+        axes.imshow(to_picture(images), cmap="gray", vmin=0, vmax=1)
+        axes.set_title(title)
+        axes.axis("off")
+    save_figure(figure, path)
+
+
+def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
+    """The epoch grids as an animation (the step grids if no epoch finished)."""
+    from PIL import Image  # Pillow is installed with matplotlib and torchvision
+
+    frame_files = sorted(samples_dir.glob("epoch_*.png")) or sorted(samples_dir.glob("step_*.png"))
+    if not frame_files:
+        return
+    frames = [Image.open(file).convert("P", palette=Image.Palette.ADAPTIVE) for file in frame_files]
+    temporary = path.with_name(path.name + ".tmp")
+    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=int(seconds_per_frame * 1000), loop=0)
+    os.replace(temporary, path)
+
+
+def write_metrics_csv(path, history, first_row):
+    """The numbers behind losses.png, one row per step. Rows from first_row on
+    are appended; first_row=0 rewrites the file (a fresh or a resumed run)."""
+    mode = "w" if first_row == 0 else "a"
+    with open(path, mode, newline="") as file:
+        writer = csv.writer(file)
+        if first_row == 0:
+            writer.writerow(["step"] + METRIC_NAMES)
+        for row_number, row in enumerate(history[first_row:].tolist(), start=first_row + 1):
+            writer.writerow([row_number] + [f"{value:.5f}" for value in row])
+
+
+def save_figure(figure, path):
+    temporary = path.with_name(path.name + ".tmp")
+    figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------
+# The command line and main()
+# ---------------------------------------------------------------------------
+def parse_args(argv=None):
+    parser = OneLineErrorParser(
+        description="Train a GAN on MNIST (the article's section 5), or draw digits with a trained one.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training set")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step")
+    parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate")
+    parser.add_argument("--betas", type=float, nargs=2, default=BETAS, metavar=("BETA1", "BETA2"),
+                        help="Adam's moment decay rates, each in [0, 1)")
+    parser.add_argument("--z-dim", type=int, default=Z_DIM, help="length of the noise vector")
+    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM, help="hidden layer width")
+    parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY, help="steps between sample grids")
+    parser.add_argument("--seed", type=int, default=SEED, help="random seed")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=DEVICE)
+    parser.add_argument("--data-dir", default=DATA_DIR, help="MNIST folder (MNIST/raw/ goes inside)")
+    parser.add_argument("--out-dir", default=OUT_DIR, help="folder for pictures, metrics and checkpoint")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh over an earlier run in OUT_DIR")
+    parser.add_argument("--generate", type=int, metavar="N", default=None,
+                        help="draw N digits with the saved generator into OUT_DIR/generated.png, no training")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint for --generate (default: OUT_DIR/checkpoint.pt)")
+    args = parser.parse_args(argv)
+    check_settings(args)
+    return args
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+        exit_code = generate(args) if args.generate else train(args)
+    except RunError as error:
+        clear_progress()
+        if error.exit_code == 0:  # not a failure: there was simply nothing left to do
+            print(error)
+        else:
+            print(f"error: {error}", file=sys.stderr)
+        exit_code = error.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
+        clear_progress()
+        print("\ninterrupted; the last checkpoint written is kept", file=sys.stderr)
+        exit_code = 130
+    sys.exit(exit_code)
+
+
+# ---------------------------------------------------------------------------
+# The dependable parts: checkpoints, resume, Ctrl-C, generate, clear errors.
+# Not part of the GAN; kept here, out of the lesson's way.
+# ---------------------------------------------------------------------------
+CHECKPOINT_FORMAT = "gan_mnist checkpoint v1"
+# Settings a resumed run must share with its checkpoint to continue the same run.
+SETTINGS_FIXED_FOR_RESUME = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "seed"]
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+class RunError(Exception):
+    """A problem the user can fix: main() prints it as one line, no traceback."""
+
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise RunError(f"{message} (see: python {self.prog} --help)")
+
+
+def check_settings(args):
+    """Catch bad values whether they came from a flag or an edited constant."""
+    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--z-dim": args.z_dim,
+                "--hidden-dim": args.hidden_dim, "--sample-every": args.sample_every,
+                "--max-steps": args.max_steps, "--generate": args.generate}
+    for flag, value in positive.items():
+        if value is None and flag in ("--max-steps", "--generate"):
+            continue
+        if type(value) is not int or value < 1:
+            raise RunError(f"{flag} must be a whole number of at least 1, not {value!r}")
+    if not (isinstance(args.lr, (int, float)) and math.isfinite(args.lr) and args.lr > 0):
+        raise RunError(f"--lr must be a positive number such as {LR:g}, not {args.lr!r}")
+    if len(args.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in args.betas):
+        raise RunError(f"--betas takes two numbers in [0, 1), such as 0.5 0.999, not {list(args.betas)!r}")
+    args.betas = tuple(float(b) for b in args.betas)
+    if args.generate and args.generate > 1024:
+        raise RunError(f"--generate draws at most 1024 digits at a time, not {args.generate}")
+    if args.resume and args.overwrite:
+        raise RunError("--resume continues the run in OUT_DIR and --overwrite replaces it: choose one")
+
+
+def check_device_available(name):
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda: PyTorch sees no CUDA GPU here. Use --device cpu (or auto), "
+                       "or install a CUDA build of PyTorch on a machine with an NVIDIA GPU")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise RunError("--device mps: Apple's MPS is not available here. Use --device cpu (or auto)")
+
+
+def prepare_out_dir(args):
+    """Make OUT_DIR and prove it writable before any training time is spent;
+    refuse to start over an earlier run unless asked to."""
+    out_dir = Path(args.out_dir)
+    try:
+        (out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"cannot write to the output folder {out_dir}/ ({error.strerror}). "
+                       f"Choose another with --out-dir") from None
+    checkpoint = out_dir / "checkpoint.pt"
+    if checkpoint.exists() and not (args.resume or args.overwrite):
+        raise RunError(f"{out_dir}/ already holds a run (checkpoint.pt). Continue it with --resume, "
+                       f"start a new one with --out-dir NEW_FOLDER, or replace it with --overwrite")
+    return out_dir
+
+
+def clear_earlier_run(out_dir):
+    """A fresh run starts from a clean folder, so no old grid ends up in the new GIF."""
+    for old in [*out_dir.glob("samples/*.png"), out_dir / "checkpoint.pt", out_dir / "training.gif",
+                out_dir / "real_vs_fake.png", out_dir / "losses.png", out_dir / "metrics.csv"]:
+        old.unlink(missing_ok=True)
+
+
+def save_checkpoint(path, generator, discriminator, g_optimizer, d_optimizer, epoch, step,
+                    batches_into_epoch, args, history, fixed_noise):
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "generator": generator.state_dict(),
+        "discriminator": discriminator.state_dict(),
+        "g_optimizer": g_optimizer.state_dict(),
+        "d_optimizer": d_optimizer.state_dict(),
+        "epoch": epoch,  # epochs completed
+        "step": step,  # optimiser steps completed
+        "batches_into_epoch": batches_into_epoch,  # > 0 when stopped part-way through an epoch
+        "config": {name: getattr(args, name) for name in
+                   ["epochs", "batch_size", "lr", "betas", "z_dim", "hidden_dim", "sample_every", "seed"]},
+        "history": history,
+        "fixed_noise": fixed_noise.cpu(),
+        "rng": random_states(),
+    }
+    # Write elsewhere, then rename: a crash mid-write never leaves a broken checkpoint.
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path, device):
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"no checkpoint at {path}. Train first (python gan_mnist.py), "
+                       f"or point at one with --out-dir or --checkpoint")
+    try:
+        # weights_only=True: a checkpoint holds tensors and plain values, never code to run.
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunError(f"cannot read the checkpoint {path} ({reason}). It is damaged or not a "
+                       f"PyTorch file: train again, or use --overwrite to start afresh") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} is not a gan_mnist checkpoint. Point at one written by this script "
+                       f"(OUT_DIR/checkpoint.pt)")
+    return checkpoint
+
+
+def check_resumable(checkpoint, args):
+    saved = checkpoint["config"]
+    for name in SETTINGS_FIXED_FOR_RESUME:
+        if saved[name] != getattr(args, name):
+            flag = "--" + name.replace("_", "-")
+            raise RunError(f"cannot resume: the checkpoint was trained with {flag} {format_setting(saved[name])}, "
+                           f"this run asks for {format_setting(getattr(args, name))}. Pass {flag} "
+                           f"{format_setting(saved[name])}, or start a new run with --out-dir or --overwrite")
+    if checkpoint["epoch"] >= args.epochs:
+        raise RunError(f"the run in {args.out_dir}/ is finished ({checkpoint['epoch']} of {args.epochs} epochs). "
+                       f"Train it further with --resume --epochs N (N > {checkpoint['epoch']})", exit_code=0)
+    if args.max_steps and checkpoint["step"] >= args.max_steps:
+        raise RunError(f"the run in {args.out_dir}/ has already done {checkpoint['step']} steps, "
+                       f"which is --max-steps {args.max_steps}. Raise --max-steps or drop it", exit_code=0)
+
+
+def format_setting(value):
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def restore_training_state(checkpoint, generator, discriminator, g_optimizer, d_optimizer, device):
+    generator.load_state_dict(checkpoint["generator"])
+    discriminator.load_state_dict(checkpoint["discriminator"])
+    g_optimizer.load_state_dict(checkpoint["g_optimizer"])
+    d_optimizer.load_state_dict(checkpoint["d_optimizer"])
+    restore_random_states(checkpoint["rng"])
+    return (checkpoint["epoch"], checkpoint["step"], checkpoint["batches_into_epoch"],
+            checkpoint["history"].cpu(), checkpoint["fixed_noise"].to(device))
+
+
+def random_states():
+    """Everything random a step draws from, so a resumed run draws the same noise."""
+    states = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def restore_random_states(states):
+    torch.set_rng_state(states["cpu"].cpu())
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in states["cuda"]])
+    if "mps" in states and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(states["mps"].cpu())
+
+
+class CtrlC:
+    """The first Ctrl-C asks the loop to stop after the current step, save, and
+    exit; a second one stops at once (the last checkpoint is still whole)."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous_handler = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        clear_progress()
+        print("\nCtrl-C: saving after this step (press again to quit without saving)...", flush=True)
+
+    def restore(self):
+        signal.signal(signal.SIGINT, self.previous_handler)
+
+
+def resume_command():
+    words = [word for word in sys.argv if word != "--overwrite"]
+    return shlex.join(["python", *words, *([] if "--resume" in words else ["--resume"])])
+
+
+@torch.no_grad()
+def generate(args):
+    """--generate N: draw N new digits with a trained generator; MNIST is not needed."""
+    device = pick_device(args.device)
+    out_dir = Path(args.out_dir)
+    checkpoint = load_checkpoint(args.checkpoint or out_dir / "checkpoint.pt", device)
+    config = checkpoint["config"]
+    generator = Generator(config["z_dim"], config["hidden_dim"]).to(device)
+    generator.load_state_dict(checkpoint["generator"])
+    torch.manual_seed(args.seed)  # a different --seed draws different digits
+    z = torch.randn(args.generate, generator.z_dim, device=device)
+    figure = Figure(figsize=(6, 6.3))
+    axes = figure.add_subplot()
+    axes.imshow(to_picture(generator(z)), cmap="gray", vmin=0, vmax=1)
+    axes.set_title(f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}")
+    axes.axis("off")
+    path = out_dir / "generated.png"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_figure(figure, path)
+    except OSError as error:
+        raise RunError(f"cannot write {path} ({error.strerror}). Choose another folder with --out-dir") from None
+    print(f"Wrote {args.generate} generated digits to {path}")
+    return 0
+
+
+def check_mnist_files(data_dir):
+    """True if all four MNIST files are in place and whole; False if none or
+    some are missing (so torchvision may download them). Damaged files are an error."""
+    raw_dir = Path(data_dir) / "MNIST" / "raw"
+    if not all((raw_dir / name).is_file() for name in MNIST_FILES):
+        return False
+    for name in MNIST_FILES:
+        path = raw_dir / name
+        with open(path, "rb") as file:
+            header = file.read(16)
+        magic, count = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+        is_images = "images" in name
+        expected_magic, expected_size = (2051, 16 + count * IMAGE_DIM) if is_images else (2049, 8 + count)
+        rows_cols = (int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big"))
+        if (len(header) < (16 if is_images else 8) or magic != expected_magic or count == 0
+                or (is_images and rows_cols != (28, 28)) or path.stat().st_size != expected_size):
+            raise RunError(f"the MNIST file {path} is truncated or not an MNIST IDX file. "
+                           f"Delete it and place a fresh copy there (or let the script download it)")
+    return True
+
+
+def mnist_error(data_dir, error):
+    raw_dir = Path(data_dir) / "MNIST" / "raw"
+    missing = [name for name in MNIST_FILES if not (raw_dir / name).is_file()]
+    if missing:
+        return RunError(f"MNIST is not in {raw_dir}/ and could not be downloaded (no network?). "
+                        f"Place these files there, unzipped: {', '.join(MNIST_FILES)}; "
+                        f"or point --data-dir at a folder that holds MNIST/raw/")
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return RunError(f"could not read MNIST from {raw_dir}/ ({reason}). "
+                    f"Delete the files there and place fresh copies")
+
+
+if __name__ == "__main__":
+    main()
