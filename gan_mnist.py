@@ -130,7 +130,9 @@ class ShuffledBatches(torch.utils.data.Sampler):
 def make_dataloader(images, batch_size, seed):
     sampler = ShuffledBatches(len(images), batch_size, seed, images.device)
     # batch_size=None: the sampler already makes the batches, the loader just indexes.
-    return torch.utils.data.DataLoader(images, sampler=sampler, batch_size=None)
+    # Its own generator: each new epoch's iterator draws a seed from it, which
+    # would otherwise come from the global one and shift the noise of a resumed run.
+    return torch.utils.data.DataLoader(images, sampler=sampler, batch_size=None, generator=torch.Generator())
 
 
 # ---------------------------------------------------------------------------
@@ -300,12 +302,12 @@ def train(args):
             if step % args.sample_every == 0:
                 save_sample_grid(generator, fixed_noise, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
             if step % PROGRESS_EVERY == 0:
-                check_finite(epoch_metrics, step)
+                check_finite(epoch_metrics, step, args.lr)
                 show_progress(epoch, batches_into_epoch, steps_per_epoch, epoch_metrics, clock.eta(step))
             if step >= last_step or stop.requested:
                 break
         images_per_second = epoch_images / (time.perf_counter() - epoch_start)
-        check_finite(epoch_metrics, step)
+        check_finite(epoch_metrics, step, args.lr)
         history = torch.cat([history, torch.stack(epoch_metrics).cpu()])
         write_metrics_csv(out_dir / "metrics.csv", history, first_row=len(history) - len(epoch_metrics))
         log_epoch(epoch_metrics, epoch + 1, args.epochs, step, images_per_second, clock)
@@ -330,14 +332,17 @@ def train(args):
     return 0
 
 
-def check_finite(epoch_metrics, step):
+def check_finite(epoch_metrics, step, lr):
     """Stop at the first NaN or infinite loss: nothing useful can follow it."""
+    if not epoch_metrics:
+        return
     recent = torch.stack(epoch_metrics[-PROGRESS_EVERY:])
     finite = torch.isfinite(recent).all(dim=1)
     if not bool(finite.all()):
         bad_step = step - len(recent) + 1 + int((~finite).nonzero()[0])
-        raise RunError(f"the loss became NaN or infinite at step {bad_step}; the last good checkpoint is kept. "
-                       f"Try a smaller learning rate, e.g. --lr {LR / 2:g}", exit_code=1)
+        raise RunError(f"the loss became NaN or infinite at step {bad_step}, so training stopped; the last "
+                       f"checkpoint written before it is kept. Try a smaller learning rate, e.g. --lr {lr / 10:g}",
+                       exit_code=1)
 
 
 # ---------------------------------------------------------------------------

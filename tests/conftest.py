@@ -1,0 +1,74 @@
+"""Shared helpers: tiny MNIST-format data sets, and running the script as a user would."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "gan_mnist.py"
+sys.path.insert(0, str(ROOT))
+
+TINY_TRAIN_SIZE = 200  # with --batch-size 64: 4 steps per epoch, the last batch holds 8
+TINY_TEST_SIZE = 70
+
+
+def write_idx_images(path, images):
+    """The IDX format MNIST ships in: magic 2051, count, rows, cols (big-endian), then pixels."""
+    count, rows, cols = images.shape
+    header = b"".join(n.to_bytes(4, "big") for n in (2051, count, rows, cols))
+    path.write_bytes(header + images.to(torch.uint8).numpy().tobytes())
+
+
+def write_idx_labels(path, labels):
+    header = b"".join(n.to_bytes(4, "big") for n in (2049, len(labels)))
+    path.write_bytes(header + labels.to(torch.uint8).numpy().tobytes())
+
+
+def make_tiny_mnist(root, train_size=TINY_TRAIN_SIZE, test_size=TINY_TEST_SIZE, seed=0):
+    """Random 28x28 'digits' in MNIST's exact file layout, so the real loading code runs.
+    Every image holds both extremes, 0 and 255, so scaling can be checked at the ends."""
+    generator = torch.Generator().manual_seed(seed)
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, size in (("train", train_size), ("t10k", test_size)):
+        images = torch.randint(0, 256, (size, 28, 28), generator=generator)
+        images[:, 0, 0], images[:, 27, 27] = 0, 255
+        write_idx_images(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx_labels(raw / f"{prefix}-labels-idx1-ubyte", torch.randint(0, 10, (size,), generator=generator))
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory):
+    return make_tiny_mnist(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+def find_real_mnist():
+    """Real MNIST for the slower tests: $GAN_MNIST_DATA, then ../shared/mnist, then data/."""
+    candidates = [os.environ.get("GAN_MNIST_DATA"), ROOT.parent / "shared" / "mnist", ROOT / "data"]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def real_mnist():
+    found = find_real_mnist()
+    if found is None:
+        pytest.skip("real MNIST not found: set GAN_MNIST_DATA to a folder holding MNIST/raw/, "
+                    "or place the files in ../shared/mnist or data/")
+    return found
+
+
+def run_script(*args, cwd=None, timeout=300, script=SCRIPT):
+    """Run `python gan_mnist.py ARGS` in a subprocess and return the finished process."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+TINY_RUN_FLAGS = ["--batch-size", "64", "--sample-every", "3", "--device", "cpu"]

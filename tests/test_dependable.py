@@ -1,0 +1,250 @@
+"""Dependable runs: repeatable seeds, exact resume, Ctrl-C, --generate, and a
+one-line answer to every bad input. Each test runs the script as a user would."""
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import SCRIPT, TINY_RUN_FLAGS, make_tiny_mnist, run_script
+
+
+def load(out_dir):
+    return torch.load(out_dir / "checkpoint.pt", weights_only=True)
+
+
+def train(data, out_dir, *extra):
+    result = run_script("--data-dir", data, "--out-dir", out_dir, *TINY_RUN_FLAGS, *extra)
+    assert result.returncode == 0, result.stderr
+    return load(out_dir)
+
+
+def assert_same_weights(a, b):
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def snapshot(folder):
+    return {path.relative_to(folder): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# ---- Repeatable and resumable ---------------------------------------------------------
+def test_same_seed_repeats_exactly_on_cpu(tiny_mnist, tmp_path):
+    first = train(tiny_mnist, tmp_path / "a", "--epochs", "2")
+    second = train(tiny_mnist, tmp_path / "b", "--epochs", "2")
+    assert_same_weights(first["generator"], second["generator"])
+    assert_same_weights(first["discriminator"], second["discriminator"])
+    assert torch.equal(first["history"], second["history"])
+    other_seed = train(tiny_mnist, tmp_path / "c", "--epochs", "2", "--seed", "1")
+    assert not torch.equal(first["generator"]["gen.0.weight"], other_seed["generator"]["gen.0.weight"])
+
+
+def test_resume_after_an_epoch_matches_a_straight_run(tiny_mnist, tmp_path):
+    straight = train(tiny_mnist, tmp_path / "straight", "--epochs", "2")
+    train(tiny_mnist, tmp_path / "split", "--epochs", "1")
+    resumed = train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--resume")
+    assert resumed["step"] == straight["step"] == 8
+    assert_same_weights(straight["generator"], resumed["generator"])
+    assert_same_weights(straight["discriminator"], resumed["discriminator"])
+    assert torch.equal(straight["history"], resumed["history"])
+
+
+def test_resume_from_the_middle_of_an_epoch_matches_a_straight_run(tiny_mnist, tmp_path):
+    straight = train(tiny_mnist, tmp_path / "straight", "--epochs", "2")
+    train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--max-steps", "6")  # stops in epoch 2
+    resumed = train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--resume")
+    assert_same_weights(straight["generator"], resumed["generator"])
+    assert torch.equal(straight["history"], resumed["history"])
+    assert (tmp_path / "split" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished one-epoch run, whose files every bad-input test must leave untouched."""
+    data = make_tiny_mnist(tmp_path_factory.mktemp("data"))
+    out_dir = tmp_path_factory.mktemp("finished") / "outputs"
+    train(data, out_dir, "--epochs", "1")
+    return data, out_dir
+
+
+def test_resume_refuses_a_changed_model_or_batch_size(finished_run):
+    data, out_dir = finished_run
+    before = snapshot(out_dir)
+    for flag, value in [("--hidden-dim", "128"), ("--batch-size", "32"), ("--z-dim", "10")]:
+        result = run_script("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
+                            *TINY_RUN_FLAGS, flag, value)
+        assert_one_line_error(result, flag, value)
+    assert snapshot(out_dir) == before
+
+
+def test_resuming_a_finished_run_says_so(finished_run):
+    data, out_dir = finished_run
+    before = snapshot(out_dir)
+    result = run_script("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "1", *TINY_RUN_FLAGS)
+    assert result.returncode == 0
+    assert "finished" in result.stdout and "--epochs" in result.stdout
+    assert snapshot(out_dir) == before
+
+
+def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run):
+    data, out_dir = finished_run
+    before = snapshot(out_dir)
+    result = run_script("--data-dir", data, "--out-dir", out_dir, "--epochs", "1", *TINY_RUN_FLAGS)
+    assert_one_line_error(result, "--resume", "--overwrite")
+    assert snapshot(out_dir) == before
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------------
+def test_ctrl_c_saves_then_resume_finishes(tiny_mnist, tmp_path):
+    out_dir = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(SCRIPT), "--data-dir", str(tiny_mnist), "--out-dir", str(out_dir),
+         "--epochs", "100000", *TINY_RUN_FLAGS],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("epoch"):
+            break
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "--resume" in stdout
+    saved = load(out_dir)
+    for name in ["checkpoint.pt", "losses.png", "metrics.csv", "samples/epoch_001.png"]:
+        assert (out_dir / name).is_file(), name
+    assert not list(out_dir.rglob("*.tmp"))
+    assert saved["step"] >= 4
+    # ...and the run carries on from where it stopped.
+    finish_at = saved["epoch"] + 2
+    resumed = train(tiny_mnist, out_dir, "--epochs", str(finish_at), "--resume")
+    assert resumed["epoch"] == finish_at and resumed["step"] == 4 * finish_at
+    assert len(resumed["history"]) == resumed["step"]
+
+
+# ---- --generate ----------------------------------------------------------------------
+def test_generate_draws_digits_without_mnist(finished_run, tmp_path):
+    _, out_dir = finished_run
+    result = run_script("--generate", "16", "--checkpoint", out_dir / "checkpoint.pt", "--out-dir", tmp_path,
+                        "--data-dir", tmp_path / "no_mnist_here", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+    with Image.open(tmp_path / "generated.png") as image:
+        assert image.format == "PNG" and image.width > 200
+    assert not (tmp_path / "no_mnist_here").exists()
+
+
+# ---- Bad input: one line, exit 2, no traceback, nothing overwritten ------------------
+BAD_SETTINGS = [
+    (["--epochs", "0"], ["--epochs"]),
+    (["--epochs", "2.5"], ["--epochs", "2.5"]),
+    (["--batch-size", "-1"], ["--batch-size"]),
+    (["--max-steps", "0"], ["--max-steps"]),
+    (["--sample-every", "abc"], ["--sample-every", "abc"]),
+    (["--lr", "0"], ["--lr"]),
+    (["--lr", "fast"], ["--lr", "fast"]),
+    (["--lr", "nan"], ["--lr"]),
+    (["--betas", "1.0", "0.999"], ["--betas", "[0, 1)"]),
+    (["--betas", "0.5", "-0.1"], ["--betas"]),
+    (["--device", "tpu"], ["--device", "tpu"]),
+    (["--generate", "0"], ["--generate"]),
+]
+
+
+@pytest.mark.parametrize("flags, words", BAD_SETTINGS, ids=[" ".join(flags) for flags, _ in BAD_SETTINGS])
+def test_bad_settings_get_one_line(finished_run, flags, words):
+    data, out_dir = finished_run
+    before = snapshot(out_dir)
+    result = run_script("--data-dir", data, "--out-dir", out_dir, "--overwrite", *flags)
+    assert_one_line_error(result, *words)
+    assert snapshot(out_dir) == before
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_a_missing_gpu_gets_one_line(finished_run, device):
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if available:
+        pytest.skip(f"this machine has {device}")
+    data, out_dir = finished_run
+    before = snapshot(out_dir)
+    result = run_script("--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", device)
+    assert_one_line_error(result, f"--device {device}", "--device cpu")
+    assert snapshot(out_dir) == before
+
+
+def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_path):
+    _, out_dir = finished_run
+    before = snapshot(out_dir)
+    # No network here (or a blocked one): the download fails, and the message says what to do.
+    result = run_script("--data-dir", tmp_path / "empty", "--out-dir", out_dir, "--overwrite", "--device", "cpu",
+                        timeout=600)
+    if result.returncode == 0:
+        pytest.skip("MNIST could be downloaded: this machine has a network")
+    assert_one_line_error(result, str(tmp_path / "empty" / "MNIST" / "raw"), "train-images-idx3-ubyte",
+                          "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    assert snapshot(out_dir) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_idx"])
+def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, damage):
+    _, out_dir = finished_run
+    data = make_tiny_mnist(tmp_path / "data")
+    images = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    if damage == "truncated":
+        images.write_bytes(images.read_bytes()[:5000])
+    else:
+        images.write_text("<html>404 Not Found</html>" * 100)
+    before = snapshot(out_dir)
+    result = run_script("--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", "cpu")
+    assert_one_line_error(result, str(images), "truncated or not an MNIST IDX file")
+    assert snapshot(out_dir) == before
+
+
+def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")  # a folder cannot be made inside a file, even by root
+    result = run_script("--data-dir", tiny_mnist, "--out-dir", blocker / "outputs", "--device", "cpu")
+    assert_one_line_error(result, "cannot write", str(blocker / "outputs"), "--out-dir")
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("mode", ["--resume", "--generate"])
+@pytest.mark.parametrize("problem", ["missing", "unreadable", "not_ours"])
+def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    checkpoint = out_dir / "checkpoint.pt"
+    if problem == "unreadable":
+        checkpoint.write_bytes(b"\x00garbage" * 100)
+    elif problem == "not_ours":
+        torch.save({"state_dict": {"weight": torch.zeros(2)}}, checkpoint)
+    before = snapshot(out_dir)
+    flags = ["--resume", "--epochs", "2", *TINY_RUN_FLAGS] if mode == "--resume" else ["--generate", "8"]
+    result = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
+    words = {"missing": ["no checkpoint", str(checkpoint)], "unreadable": ["cannot read", str(checkpoint)],
+             "not_ours": ["not a gan_mnist checkpoint", str(checkpoint)]}[problem]
+    assert_one_line_error(result, *words)
+    assert snapshot(out_dir) == before
+
+
+def test_a_diverging_run_stops_with_the_step_and_a_hint(finished_run, tmp_path):
+    data, _ = finished_run
+    # Adam moves each weight by about lr per step: 1e38 overflows float32 at once.
+    result = run_script("--data-dir", data, "--out-dir", tmp_path, "--epochs", "3", "--lr", "1e38", *TINY_RUN_FLAGS)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert "NaN or infinite at step 1" in line and "--lr 1e+37" in line
+    assert not (tmp_path / "checkpoint.pt").exists()  # no checkpoint of the broken weights

@@ -1,0 +1,162 @@
+"""The GAN itself: the networks, the data, the losses and one training step."""
+import subprocess
+import sys
+
+import torch
+
+import gan_mnist
+from conftest import ROOT
+
+
+def test_import_has_no_side_effects(tmp_path):
+    # Import from an empty folder: nothing may be printed, created or downloaded.
+    result = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); import gan_mnist"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_defaults_match_the_article():
+    # Section 5: epochs = 200, batch_size=128, lr = 0.0002, z_dim = 100, 256 hidden units,
+    # sample_period = 1000.
+    assert gan_mnist.EPOCHS == 200
+    assert gan_mnist.BATCH_SIZE == 128
+    assert gan_mnist.LR == 2e-4
+    assert gan_mnist.Z_DIM == 100
+    assert gan_mnist.HIDDEN_DIM == 256
+    assert gan_mnist.SAMPLE_EVERY == 1000
+    assert gan_mnist.IMAGE_DIM == 784
+    args = gan_mnist.parse_args([])
+    assert (args.epochs, args.batch_size, args.lr, args.z_dim, args.hidden_dim) == (200, 128, 2e-4, 100, 256)
+    assert args.device == "auto" and args.data_dir == "data" and args.out_dir == "outputs"
+
+
+def test_flags_override_constants():
+    args = gan_mnist.parse_args(["--epochs", "3", "--batch-size", "32", "--lr", "0.001", "--betas", "0.9", "0.99",
+                                 "--seed", "7", "--sample-every", "5", "--max-steps", "11", "--out-dir", "x"])
+    assert (args.epochs, args.batch_size, args.lr, args.betas, args.seed) == (3, 32, 0.001, (0.9, 0.99), 7)
+    assert (args.sample_every, args.max_steps, args.out_dir) == (5, 11, "x")
+
+
+def test_generator_shapes_and_range():
+    generator = gan_mnist.Generator(z_dim=100, hidden_dim=256, image_dim=784)
+    assert generator.z_dim == 100
+    # Large z pushes Tanh towards its ends; the output must still stay inside [-1, 1].
+    images = generator(torch.randn(37, 100) * 50)
+    assert images.shape == (37, 784)
+    assert images.min() >= -1 and images.max() <= 1
+    assert images.min() < -0.9 and images.max() > 0.9  # really uses the range
+
+
+def test_discriminator_returns_one_logit_per_image():
+    discriminator = gan_mnist.Discriminator(image_dim=784, hidden_dim=256)
+    logits = discriminator(torch.rand(37, 784) * 2 - 1)
+    assert logits.shape == (37, 1)
+    # Logits, not probabilities: the article's Sigmoid is inside the loss now.
+    big = discriminator(torch.full((4, 784), 50.0))
+    assert (big.abs() > 1).any()
+
+
+def test_loss_equals_the_articles_sigmoid_plus_bceloss():
+    logits = torch.tensor([[-30.0], [-2.0], [0.0], [3.0]])
+    ours = gan_mnist.discriminator_loss(logits, logits.flip(0))
+    probabilities = torch.sigmoid(logits)
+    article = (torch.nn.BCELoss()(probabilities, torch.ones_like(probabilities))
+               + torch.nn.BCELoss()(probabilities.flip(0), torch.zeros_like(probabilities)))
+    torch.testing.assert_close(ours, article, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gan_mnist.generator_loss(logits),
+                               torch.nn.BCELoss()(probabilities, torch.ones_like(probabilities)), rtol=1e-4, atol=1e-4)
+
+
+def test_real_images_are_scaled_to_minus_one_one(tiny_mnist):
+    images = gan_mnist.load_mnist(tiny_mnist, train=True)
+    assert images.shape == (200, 784) and images.dtype == torch.float32
+    assert images.min() == -1 and images.max() == 1  # pixel 0 -> -1, pixel 255 -> 1
+    pixels = (tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()[16:16 + 784]
+    expected = torch.tensor(list(pixels), dtype=torch.float32) / 127.5 - 1
+    torch.testing.assert_close(images[0], expected)
+
+
+def test_batches_cover_the_data_once_and_the_last_may_be_smaller(tiny_mnist):
+    images = gan_mnist.load_mnist(tiny_mnist, train=True)
+    dataloader = gan_mnist.make_dataloader(images, batch_size=64, seed=0)
+    batches = list(dataloader)
+    assert [len(batch) for batch in batches] == [64, 64, 64, 8]
+    assert len(dataloader) == 4
+    assert all(batch.min() >= -1 and batch.max() <= 1 for batch in batches)
+    seen = torch.cat(batches)
+    # Every image exactly once, in a shuffled order.
+    assert torch.equal(seen.sort(dim=0).values, images.sort(dim=0).values)
+    assert not torch.equal(seen, images)
+
+
+def test_each_epoch_has_its_own_repeatable_order(tiny_mnist):
+    images = gan_mnist.load_mnist(tiny_mnist, train=True)
+    dataloader = gan_mnist.make_dataloader(images, batch_size=64, seed=0)
+    dataloader.sampler.set_epoch(0)
+    first = torch.cat(list(dataloader))
+    dataloader.sampler.set_epoch(1)
+    second = torch.cat(list(dataloader))
+    dataloader.sampler.set_epoch(1, batches_to_skip=2)
+    second_resumed = torch.cat(list(dataloader))
+    assert not torch.equal(first, second)
+    assert torch.equal(second_resumed, second[128:])
+
+
+def make_models(seed=0):
+    torch.manual_seed(seed)
+    generator = gan_mnist.Generator(100, 256)
+    discriminator = gan_mnist.Discriminator(784, 256)
+    g_optimizer, d_optimizer = gan_mnist.make_optimizers(generator, discriminator, 2e-4, (0.5, 0.999))
+    return generator, discriminator, g_optimizer, d_optimizer
+
+
+def test_a_discriminator_step_lowers_its_loss(tiny_mnist):
+    generator, discriminator, g_optimizer, d_optimizer = make_models()
+    real = gan_mnist.load_mnist(tiny_mnist)[:64]
+    fake = generator(torch.randn(64, 100)).detach()
+
+    def d_loss():
+        with torch.no_grad():
+            return gan_mnist.discriminator_loss(discriminator(real), discriminator(fake)).item()
+
+    before = d_loss()
+    loss = gan_mnist.discriminator_loss(discriminator(real), discriminator(fake))
+    d_optimizer.zero_grad()
+    loss.backward()
+    d_optimizer.step()
+    assert d_loss() < before
+
+
+def test_a_training_step_raises_d_of_g_of_z(tiny_mnist):
+    generator, discriminator, g_optimizer, d_optimizer = make_models()
+    real = gan_mnist.load_mnist(tiny_mnist)[:64]
+    z = torch.randn(64, 100)
+    torch.manual_seed(1)
+    # train_step updates D first, then G; judge G with the D it faced.
+    gan_mnist.train_step(generator, discriminator, g_optimizer, d_optimizer, real)
+    with torch.no_grad():
+        before = torch.sigmoid(discriminator(generator(z))).mean().item()
+    g_loss = gan_mnist.generator_loss(discriminator(generator(z)))
+    g_optimizer.zero_grad()
+    g_loss.backward()
+    g_optimizer.step()
+    with torch.no_grad():
+        after = torch.sigmoid(discriminator(generator(z))).mean().item()
+    assert after > before
+
+
+def test_train_step_updates_both_networks_and_reports_metrics(tiny_mnist):
+    generator, discriminator, g_optimizer, d_optimizer = make_models()
+    g_before = [p.detach().clone() for p in generator.parameters()]
+    d_before = [p.detach().clone() for p in discriminator.parameters()]
+    metrics = gan_mnist.train_step(generator, discriminator, g_optimizer, d_optimizer,
+                                   gan_mnist.load_mnist(tiny_mnist)[:50])
+    assert metrics.shape == (4,) and not metrics.requires_grad
+    d_loss, g_loss, d_x, d_g_z = metrics.tolist()
+    assert d_loss > 0 and g_loss > 0 and 0 < d_x < 1 and 0 < d_g_z < 1
+    assert all(not torch.equal(a, b) for a, b in zip(g_before, generator.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
+    # D must be trainable again after the generator's half of the step.
+    assert all(p.requires_grad for p in discriminator.parameters())
