@@ -1,0 +1,187 @@
+"""Is my GAN any good? Numbers for a generator checkpoint, with real MNIST beside them.
+
+    python benchmarks/quality.py outputs/checkpoint.pt [MORE.pt ...] [--samples 10000]
+
+The first call trains a small CNN digit classifier on the MNIST training set
+(about two minutes on a CPU) and caches it under data/; later calls reuse it.
+For each checkpoint it draws --samples digits and reports:
+
+  digit FID   Frechet distance between the classifier's features of the
+              samples and of the 10,000 test images (lower is better; real
+              training images score near 0: that is the floor)
+  score       classifier score, exp(mean KL(p(y|x) || p(y))): high when each
+              sample is clearly one digit and all ten digits appear (ceiling 10)
+  confident   share of samples the classifier labels with probability > 0.9
+  0 .. 9      share of samples labelled as each digit (10% each in a fair world)
+
+The first row is 10,000 real training images: the best a generator can do.
+"""
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import gan_mnist  # noqa: E402
+
+CLASSIFIER_SETTINGS = {"version": 1, "epochs": 3, "batch_size": 128, "lr": 1e-3, "seed": 0}
+CONFIDENT = 0.9
+
+
+class DigitClassifier(nn.Module):
+    """Two conv layers and two linear ones; the 128 features before the last
+    layer play the part Inception's features play in the usual FID."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 5 * 5, 128), nn.ReLU(),
+        )
+        self.classify = nn.Linear(128, 10)
+
+    def forward(self, flat_images):
+        return self.classify(self.features(flat_images.reshape(-1, 1, 28, 28)))
+
+
+def load_labels(data_dir, train):
+    split = "train" if train else "t10k"
+    raw = (Path(data_dir) / "MNIST" / "raw" / f"{split}-labels-idx1-ubyte").read_bytes()
+    return torch.frombuffer(bytearray(raw[8:]), dtype=torch.uint8).long()
+
+
+def classifier_cache_path(data_dir, cache_dir, settings):
+    # Keyed by the settings and the training labels, so other data or settings train afresh.
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
+                         + load_labels(data_dir, train=True).numpy().tobytes()).hexdigest()[:12]
+    return Path(cache_dir) / f"quality_classifier_{key}.pt"
+
+
+def get_classifier(data_dir, cache_dir, settings=CLASSIFIER_SETTINGS, log=print):
+    """The cached classifier, or a newly trained one. Returns it with its test accuracy."""
+    path = classifier_cache_path(data_dir, cache_dir, settings)
+    classifier = DigitClassifier()
+    test_images, test_labels = gan_mnist.load_mnist(data_dir, train=False), load_labels(data_dir, train=False)
+    if path.is_file():
+        classifier.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        log(f"Training the digit classifier ({settings['epochs']} epochs); cached afterwards as {path}")
+        images, labels = gan_mnist.load_mnist(data_dir, train=True), load_labels(data_dir, train=True)
+        torch.manual_seed(settings["seed"])
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=settings["lr"])
+        for _ in range(settings["epochs"]):
+            for batch in torch.randperm(len(images)).split(settings["batch_size"]):
+                loss = F.cross_entropy(classifier(images[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(classifier.state_dict(), path)
+    classifier.eval()
+    accuracy = (predict(classifier, test_images)[1].argmax(dim=1) == test_labels).float().mean().item()
+    return classifier, accuracy
+
+
+@torch.no_grad()
+def predict(classifier, images):
+    """Features and class probabilities for (N, 784) images in [-1, 1]."""
+    features, probabilities = [], []
+    for batch in images.split(1000):
+        batch_features = classifier.features(batch.reshape(-1, 1, 28, 28))
+        features.append(batch_features)
+        probabilities.append(F.softmax(classifier.classify(batch_features), dim=1))
+    return torch.cat(features), torch.cat(probabilities)
+
+
+def frechet_distance(features_a, features_b):
+    """|mu_a - mu_b|^2 + Tr(C_a + C_b - 2 (C_a C_b)^(1/2)) between two Gaussian fits."""
+    a, b = features_a.double(), features_b.double()
+    mean_a, mean_b = a.mean(dim=0), b.mean(dim=0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    # Tr((C_a C_b)^(1/2)) = sum of sqrt(eigenvalues) of C_a^(1/2) C_b C_a^(1/2), a symmetric matrix.
+    values, vectors = torch.linalg.eigh(cov_a)
+    sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    return ((mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def score_images(classifier, images, test_features):
+    features, probabilities = predict(classifier, images)
+    marginal = probabilities.mean(dim=0)
+    kl = (probabilities * (probabilities.clamp(min=1e-12).log() - marginal.clamp(min=1e-12).log())).sum(dim=1)
+    shares = torch.bincount(probabilities.argmax(dim=1), minlength=10).float() / len(images)
+    return {
+        "fid": frechet_distance(features, test_features),
+        "score": kl.mean().exp().item(),
+        "confident": (probabilities.max(dim=1).values > CONFIDENT).float().mean().item(),
+        "shares": shares.tolist(),
+    }
+
+
+@torch.no_grad()
+def generate_from_checkpoint(path, samples, seed):
+    """Samples in [-1, 1] from a gan_mnist checkpoint, or from one benchmarks/article_loop.py
+    saved (whose generator learned [0, 1] pixels: clamped to what a picture shows, then rescaled)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    config = checkpoint["config"]
+    generator = gan_mnist.Generator(config["z_dim"], config["hidden_dim"])
+    generator.load_state_dict(checkpoint["generator"])
+    torch.manual_seed(seed)
+    images = generator(torch.randn(samples, config["z_dim"]))
+    low, high = config.get("pixel_range", (-1.0, 1.0))
+    return (images.clamp(low, high) - low) / (high - low) * 2 - 1
+
+
+def save_grid(images, title, path):
+    figure = gan_mnist.Figure(figsize=(4, 4.3))
+    axes = figure.add_subplot()
+    axes.imshow(gan_mnist.to_picture(images), cmap="gray", vmin=0, vmax=1)
+    axes.set_title(title)
+    axes.axis("off")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gan_mnist.save_figure(figure, path)
+
+
+def format_row(name, figures):
+    shares = " ".join(f"{100 * share:4.1f}" for share in figures["shares"])
+    return f"{name:<34} {figures['fid']:8.2f} {figures['score']:6.2f} {100 * figures['confident']:8.1f}%  {shares}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Digit FID, classifier score and class coverage of GAN samples.")
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files to score")
+    parser.add_argument("--samples", type=int, default=10_000, help="digits to draw from each generator")
+    parser.add_argument("--data-dir", default=gan_mnist.DATA_DIR, help="the MNIST folder, as for gan_mnist.py")
+    parser.add_argument("--cache-dir", default=gan_mnist.DATA_DIR, help="where the classifier is cached")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the noise the samples are drawn from")
+    parser.add_argument("--grids", type=Path, help="also save each checkpoint's first 64 samples here, as PNG")
+    parser.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_SETTINGS["epochs"],
+                        help=argparse.SUPPRESS)  # tests train a throwaway classifier on tiny data
+    args = parser.parse_args(argv)
+
+    settings = {**CLASSIFIER_SETTINGS, "epochs": args.classifier_epochs}
+    classifier, accuracy = get_classifier(args.data_dir, args.cache_dir, settings)
+    print(f"digit classifier: {100 * accuracy:.2f}% correct on the 10,000 test images")
+    test_features, _ = predict(classifier, gan_mnist.load_mnist(args.data_dir, train=False))
+    train_images = gan_mnist.load_mnist(args.data_dir, train=True)
+    real = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:args.samples]]
+
+    header = f"{'images':<34} {'FID':>8} {'score':>6} {'conf>0.9':>9}  " + " ".join(f"{d:>4}" for d in range(10))
+    print(header)
+    print("-" * len(header))
+    print(format_row(f"real training images ({len(real)})", score_images(classifier, real, test_features)))
+    for path in args.checkpoints:
+        samples = generate_from_checkpoint(path, args.samples, args.seed)
+        print(format_row(path.name, score_images(classifier, samples, test_features)), flush=True)
+        if args.grids:
+            save_grid(samples[:64], path.stem, args.grids / f"{path.stem}.png")
+
+
+if __name__ == "__main__":
+    main()

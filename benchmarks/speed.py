@@ -1,0 +1,199 @@
+"""How much faster is gan_mnist.py than the article's own loop, and how close to the hardware?
+
+    python benchmarks/speed.py [--device auto|cpu|cuda] [--steps 200] [--repeats 5] [--data-dir data]
+
+Times, in one process and interleaved (A, B, A, B, ...) after a warm-up:
+  A  the article's loop as written (benchmarks/article_loop.py): a DataLoader
+     over ToTensor() images, batch 128, Sigmoid + BCELoss, Adam lr 2e-4;
+  B  gan_mnist.py's own data path and train_step, as the script runs them.
+Each repetition runs --steps optimiser steps of each, data loading included.
+It also times the floor: the matrix multiplications of B's step alone, at
+the same shapes, and says how close B comes to it. Peak memory is the peak
+RSS of a separate process running each loop on the CPU, or
+torch.cuda.max_memory_allocated on a GPU.
+"""
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import article_loop  # noqa: E402
+import gan_mnist  # noqa: E402
+
+BATCH_SIZE = 128
+
+
+def article_runner(data_dir, device):
+    """A: returns run(steps) -> images seen, for the article's loop."""
+    dataloader = article_loop.article_dataloader(data_dir)
+    G, D, G_optimizer, D_optimizer = article_loop.article_models(device)
+    batches = iter(dataloader)
+
+    def run(steps):
+        nonlocal batches
+        seen = 0
+        for _ in range(steps):
+            try:
+                images, _ = next(batches)
+            except StopIteration:  # a new epoch, reshuffled, as the article's loop does
+                batches = iter(dataloader)
+                images, _ = next(batches)
+            article_loop.article_step(G, D, G_optimizer, D_optimizer, images, device)
+            seen += len(images)
+        return seen
+
+    return run
+
+
+def gan_mnist_runner(data_dir, device):
+    """B: returns run(steps) -> images seen, for gan_mnist.py's default data path and step."""
+    images = gan_mnist.load_mnist(data_dir, train=True).to(device)
+    dataloader = gan_mnist.make_dataloader(images, BATCH_SIZE, gan_mnist.SEED)
+    generator = gan_mnist.Generator().to(device)
+    discriminator = gan_mnist.Discriminator().to(device)
+    g_optimizer, d_optimizer = gan_mnist.make_optimizers(generator, discriminator, gan_mnist.LR, gan_mnist.BETAS)
+    batches = iter(dataloader)
+
+    def run(steps):
+        nonlocal batches
+        seen = 0
+        for _ in range(steps):
+            try:
+                real_images = next(batches)
+            except StopIteration:
+                batches = iter(dataloader)
+                real_images = next(batches)
+            gan_mnist.train_step(generator, discriminator, g_optimizer, d_optimizer, real_images)
+            seen += len(real_images)
+        return seen
+
+    return run
+
+
+def step_matmul_shapes(batch, z_dim=gan_mnist.Z_DIM, hidden=gan_mnist.HIDDEN_DIM, image=gan_mnist.IMAGE_DIM):
+    """(m, k, n) of every matrix product in gan_mnist.train_step: forward, and the
+    backward products autograd needs (weight gradients of the network being
+    trained, input gradients only where they flow on)."""
+    both = 2 * batch  # the discriminator step judges real and fake images in one pass
+    return [
+        (batch, z_dim, hidden), (batch, hidden, image),  # G forward
+        (both, image, hidden), (both, hidden, 1),  # D forward on real + fake
+        (1, both, hidden), (both, 1, hidden), (hidden, both, image),  # D backward: W2, h, W1
+        (batch, image, hidden), (batch, hidden, 1),  # G step: D forward on fake
+        (batch, 1, hidden), (batch, hidden, image),  # ...gradient back through frozen D to the image
+        (image, batch, hidden), (batch, image, hidden), (hidden, batch, z_dim),  # G backward: W2, h, W1
+    ]
+
+
+def time_floor(device, repeats, calls=200):
+    """Seconds per step for the step's matrix products alone (median of repeats)."""
+    operands = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
+                for m, k, n in step_matmul_shapes(BATCH_SIZE)]
+
+    def products(count):
+        for _ in range(count):
+            for a, b, out in operands:
+                torch.mm(a, b, out=out)
+        synchronize(device)
+
+    products(20)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        products(calls)
+        timings.append((time.perf_counter() - start) / calls)
+    return statistics.median(timings)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(run, steps, device):
+    """(steps per second, images per second, peak GPU bytes or None) for one repetition."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    synchronize(device)
+    start = time.perf_counter()
+    seen = run(steps)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return steps / seconds, seen / seconds, peak
+
+
+def peak_rss_of_separate_process(which, args):
+    """Peak RSS (bytes) of a fresh process that sets up loop `which` and runs it."""
+    command = [sys.executable, __file__, "--data-dir", args.data_dir, "--device", "cpu",
+               "--steps", str(args.steps), "--memory-probe", which]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def spread(values, unit=""):
+    return f"{statistics.median(values):,.1f}{unit} [{min(values):,.1f} .. {max(values):,.1f}]"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Time the article's GAN loop against gan_mnist.py's.")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--steps", type=int, default=200, help="optimiser steps per repetition of each loop")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (A, B) after the warm-up")
+    parser.add_argument("--data-dir", default=gan_mnist.DATA_DIR, help="the MNIST folder, as for gan_mnist.py")
+    parser.add_argument("--memory-probe", choices=["A", "B"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    device = gan_mnist.pick_device(args.device)
+    torch.manual_seed(0)
+    runners = {"A": lambda: article_runner(args.data_dir, device), "B": lambda: gan_mnist_runner(args.data_dir, device)}
+    if args.memory_probe:  # a child process: one loop, then its own peak RSS
+        runners[args.memory_probe]()(args.steps)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+        return
+
+    runs = {name: make() for name, make in runners.items()}
+    for run in runs.values():  # warm-up: first-call allocations, kernel choice, caches
+        run(max(5, args.steps // 10))
+    results = {"A": [], "B": []}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            results[name].append(time_steps(run, args.steps, device))
+
+    if device.type == "cuda":
+        memory = {name: [peak for _, _, peak in results[name]] for name in runs}
+        memory_label = "peak GPU memory (max_memory_allocated)"
+    else:
+        probes = min(args.repeats, 3)
+        memory = {name: [peak_rss_of_separate_process(name, args) for _ in range(probes)] for name in runs}
+        memory_label = "peak RSS of a process running only that loop"
+    floor = time_floor(device, args.repeats)
+
+    cpu = platform.processor() or platform.machine()
+    print(f"device: {gan_mnist.describe_device(device)}; torch {torch.__version__}; {cpu}; "
+          f"batch {BATCH_SIZE}, {args.steps} steps x {args.repeats} repetitions, interleaved")
+    print(f"{'':<24} {'steps/s median [min .. max]':>32} {'images/s median':>16}  {memory_label}")
+    labels = {"A": "A  article's loop", "B": "B  gan_mnist.py"}
+    for name in runs:
+        steps_per_second = [r[0] for r in results[name]]
+        images_per_second = [r[1] for r in results[name]]
+        megabytes = [m / 2**20 for m in memory[name]]
+        print(f"{labels[name]:<24} {spread(steps_per_second):>32} {statistics.median(images_per_second):>16,.0f}  "
+              f"{spread(megabytes, ' MB')}")
+    ratios = [b[0] / a[0] for a, b in zip(results["A"], results["B"])]
+    print(f"speed-up B/A: {spread(ratios, 'x')}")
+    b_seconds = 1 / statistics.median(r[0] for r in results["B"])
+    print(f"floor (B's matrix products alone): {floor * 1e3:.3f} ms/step; "
+          f"B takes {b_seconds * 1e3:.3f} ms/step = {b_seconds / floor:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    main()
