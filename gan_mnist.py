@@ -495,27 +495,27 @@ def save_figure(figure, path):
 def parse_args(argv=None):
     parser = OneLineErrorParser(
         description="Train a GAN on MNIST (the article's section 5), or draw digits with a trained one.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training set")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step")
-    parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training set (%(default)s)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step (%(default)s)")
+    parser.add_argument("--lr", type=float, default=LR, help="Adam learning rate (%(default)s)")
     parser.add_argument("--betas", type=float, nargs=2, default=BETAS, metavar=("BETA1", "BETA2"),
-                        help="Adam's moment decay rates, each in [0, 1)")
-    parser.add_argument("--z-dim", type=int, default=Z_DIM, help="length of the noise vector")
-    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM, help="hidden layer width")
-    parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY, help="steps between sample grids")
-    parser.add_argument("--seed", type=int, default=SEED, help="random seed")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=DEVICE)
-    parser.add_argument("--data-dir", default=DATA_DIR, help="MNIST folder (MNIST/raw/ goes inside)")
-    parser.add_argument("--out-dir", default=OUT_DIR, help="folder for pictures, metrics and checkpoint")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in all")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.pt")
+                        help="Adam's moment decay rates, each in [0, 1) (%s %s)" % BETAS)
+    parser.add_argument("--z-dim", type=int, default=Z_DIM, help="length of the noise vector (%(default)s)")
+    parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM, help="hidden layer width (%(default)s)")
+    parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
+                        help="steps between sample grids (%(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="random seed (%(default)s)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=DEVICE,
+                        help="where to train; auto = cuda, else mps, else cpu (%(default)s)")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="folder holding MNIST/raw/ (%(default)s)")
+    parser.add_argument("--out-dir", default=OUT_DIR, help="folder for pictures, metrics, checkpoint (%(default)s)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps in all")
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUT_DIR from its checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="start afresh over an earlier run in OUT_DIR")
-    parser.add_argument("--generate", type=int, metavar="N", default=None,
-                        help="draw N digits with the saved generator into OUT_DIR/generated.png, no training")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint for --generate (default: OUT_DIR/checkpoint.pt)")
+    parser.add_argument("--generate", type=int, metavar="N",
+                        help="no training: draw N digits with the saved generator into OUT_DIR/generated.png")
+    parser.add_argument("--checkpoint", help="the checkpoint --generate reads (OUT_DIR/checkpoint.pt)")
     args = parser.parse_args(argv)
     check_settings(args)
     return args

@@ -31,21 +31,22 @@ import gan_mnist  # noqa: E402
 BATCH_SIZE = 128
 
 
+def endless(dataloader):
+    """Batches without end: each pass over the data is a new, reshuffled epoch."""
+    while True:
+        yield from dataloader
+
+
 def article_runner(data_dir, device):
     """A: returns run(steps) -> images seen, for the article's loop."""
     dataloader = article_loop.article_dataloader(data_dir)
     G, D, G_optimizer, D_optimizer = article_loop.article_models(device)
-    batches = iter(dataloader)
+    batches = endless(dataloader)
 
     def run(steps):
-        nonlocal batches
         seen = 0
         for _ in range(steps):
-            try:
-                images, _ = next(batches)
-            except StopIteration:  # a new epoch, reshuffled, as the article's loop does
-                batches = iter(dataloader)
-                images, _ = next(batches)
+            images, _ = next(batches)
             article_loop.article_step(G, D, G_optimizer, D_optimizer, images, device)
             seen += len(images)
         return seen
@@ -60,17 +61,12 @@ def gan_mnist_runner(data_dir, device):
     generator = gan_mnist.Generator().to(device)
     discriminator = gan_mnist.Discriminator().to(device)
     g_optimizer, d_optimizer = gan_mnist.make_optimizers(generator, discriminator, gan_mnist.LR, gan_mnist.BETAS)
-    batches = iter(dataloader)
+    batches = endless(dataloader)
 
     def run(steps):
-        nonlocal batches
         seen = 0
         for _ in range(steps):
-            try:
-                real_images = next(batches)
-            except StopIteration:
-                batches = iter(dataloader)
-                real_images = next(batches)
+            real_images = next(batches)
             gan_mnist.train_step(generator, discriminator, g_optimizer, d_optimizer, real_images)
             seen += len(real_images)
         return seen
