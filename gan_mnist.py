@@ -33,6 +33,7 @@ from torchvision.utils import make_grid
 # The article imports matplotlib.pyplot. We draw on Figure objects instead:
 # they render straight to files, need no window, and keep no global state.
 from matplotlib.figure import Figure
+from PIL import Image  # comes with matplotlib and torchvision; writes the GIF
 
 # ---------------------------------------------------------------------------
 # Constants: change them here, or pass the flag in brackets
@@ -409,14 +410,20 @@ def to_picture(flat_images):
     return grid[0].numpy()
 
 
+def draw_digits(panels, path, panel_size=4.0):
+    """Save one picture with a grid of digits per (title, images) panel, side by side."""
+    figure = Figure(figsize=(panel_size * len(panels), panel_size + 0.3))
+    for position, (title, images) in enumerate(panels, start=1):
+        axes = figure.add_subplot(1, len(panels), position)
+        axes.imshow(to_picture(images), cmap="gray", vmin=0, vmax=1)
+        axes.set_title(title)
+        axes.axis("off")
+    save_figure(figure, path)
+
+
 @torch.no_grad()
 def save_sample_grid(generator, fixed_noise, epoch, step, path):
-    figure = Figure(figsize=(4, 4.3))
-    axes = figure.add_subplot()
-    axes.imshow(to_picture(generator(fixed_noise)), cmap="gray", vmin=0, vmax=1)
-    axes.set_title(f"epoch {epoch}, step {step}")
-    axes.axis("off")
-    save_figure(figure, path)
+    draw_digits([(f"epoch {epoch}, step {step}", generator(fixed_noise))], path)
 
 
 def plot_losses(history, steps_per_epoch, path):
@@ -425,8 +432,7 @@ def plot_losses(history, steps_per_epoch, path):
     if len(history) == 0:
         return
     window = max(1, len(history) // 400)
-    usable = len(history) // window * window or len(history)
-    window = min(window, usable)
+    usable = len(history) // window * window
     means = history[:usable].reshape(-1, window, history.shape[1]).mean(dim=1)
     steps = (torch.arange(len(means)) + 1) * window
     figure = Figure(figsize=(8, 6))
@@ -447,20 +453,11 @@ def plot_losses(history, steps_per_epoch, path):
 
 @torch.no_grad()
 def save_real_vs_fake(real_images, generator, fixed_noise, path):
-    figure = Figure(figsize=(8, 4.3))
-    for position, (title, images) in enumerate([("real (MNIST test set)", real_images),
-                                                ("generated", generator(fixed_noise))], start=1):
-        axes = figure.add_subplot(1, 2, position)
-        axes.imshow(to_picture(images), cmap="gray", vmin=0, vmax=1)
-        axes.set_title(title)
-        axes.axis("off")
-    save_figure(figure, path)
+    draw_digits([("real (MNIST test set)", real_images), ("generated", generator(fixed_noise))], path)
 
 
 def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
     """The epoch grids as an animation (the step grids if no epoch finished)."""
-    from PIL import Image  # Pillow is installed with matplotlib and torchvision
-
     frame_files = sorted(samples_dir.glob("epoch_*.png")) or sorted(samples_dir.glob("step_*.png"))
     if not frame_files:
         return
@@ -741,15 +738,11 @@ def generate(args):
     generator.load_state_dict(checkpoint["generator"])
     torch.manual_seed(args.seed)  # a different --seed draws different digits
     z = torch.randn(args.generate, generator.z_dim, device=device)
-    figure = Figure(figsize=(6, 6.3))
-    axes = figure.add_subplot()
-    axes.imshow(to_picture(generator(z)), cmap="gray", vmin=0, vmax=1)
-    axes.set_title(f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}")
-    axes.axis("off")
+    title = f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     path = out_dir / "generated.png"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_figure(figure, path)
+        draw_digits([(title, generator(z))], path, panel_size=6.0)
     except OSError as error:
         raise RunError(f"cannot write {path} ({error.strerror}). Choose another folder with --out-dir") from None
     print(f"Wrote {args.generate} generated digits to {path}")

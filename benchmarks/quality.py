@@ -138,16 +138,6 @@ def generate_from_checkpoint(path, samples, seed):
     return (images.clamp(low, high) - low) / (high - low) * 2 - 1
 
 
-def save_grid(images, title, path):
-    figure = gan_mnist.Figure(figsize=(4, 4.3))
-    axes = figure.add_subplot()
-    axes.imshow(gan_mnist.to_picture(images), cmap="gray", vmin=0, vmax=1)
-    axes.set_title(title)
-    axes.axis("off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    gan_mnist.save_figure(figure, path)
-
-
 def format_row(name, figures):
     shares = " ".join(f"{100 * share:4.1f}" for share in figures["shares"])
     return f"{name:<34} {figures['fid']:8.2f} {figures['score']:6.2f} {100 * figures['confident']:8.1f}%  {shares}"
@@ -180,7 +170,8 @@ def main(argv=None):
         samples = generate_from_checkpoint(path, args.samples, args.seed)
         print(format_row(path.name, score_images(classifier, samples, test_features)), flush=True)
         if args.grids:
-            save_grid(samples[:64], path.stem, args.grids / f"{path.stem}.png")
+            args.grids.mkdir(parents=True, exist_ok=True)
+            gan_mnist.draw_digits([(path.stem, samples[:64])], args.grids / f"{path.stem}.png")
 
 
 if __name__ == "__main__":
