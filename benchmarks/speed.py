@@ -135,6 +135,17 @@ def peak_rss_of_separate_process(which, args):
     return int(result.stdout.strip().splitlines()[-1])
 
 
+def own_peak_rss():
+    """This process's peak resident memory in bytes. Linux's ru_maxrss would do, but
+    it carries the parent's peak across fork and exec; VmHWM starts afresh at exec."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
 def spread(values, unit=""):
     return f"{statistics.median(values):,.1f}{unit} [{min(values):,.1f} .. {max(values):,.1f}]"
 
@@ -153,7 +164,7 @@ def main(argv=None):
     runners = {"A": lambda: article_runner(args.data_dir, device), "B": lambda: gan_mnist_runner(args.data_dir, device)}
     if args.memory_probe:  # a child process: one loop, then its own peak RSS
         runners[args.memory_probe]()(args.steps)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux reports KiB
+        print(own_peak_rss())
         return
 
     runs = {name: make() for name, make in runners.items()}
