@@ -198,8 +198,10 @@ def main(argv=None):
     ratios = [b[0] / a[0] for a, b in zip(results["A"], results["B"])]
     print(f"speed-up B/A: {spread(ratios, 'x')}")
     b_seconds = 1 / statistics.median(r[0] for r in results["B"])
+    a_seconds = 1 / statistics.median(r[0] for r in results["A"])
     print(f"floor (B's matrix products alone): {floor * 1e3:.3f} ms/step; "
           f"B takes {b_seconds * 1e3:.3f} ms/step = {b_seconds / floor:.2f}x the floor")
+    print(f"ceiling: a step that did nothing but those products would be {a_seconds / floor:.1f}x A")
 
 
 if __name__ == "__main__":

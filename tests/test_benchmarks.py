@@ -24,6 +24,7 @@ def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
     assert re.search(r"A  article's loop\s+[\d,.]+ \[", output)
     assert re.search(r"B  gan_mnist.py\s+[\d,.]+ \[", output)
     assert re.search(r"speed-up B/A: [\d.]+x", output)
+    assert re.search(r"ceiling: [^\n]* [\d.]+x A", output)
     assert re.search(r"floor \(B's matrix products alone\): [\d.]+ ms/step; B takes [\d.]+ ms/step = [\d.]+x", output)
     peak_rss = [float(value.replace(",", "")) for value in re.findall(r"([\d,.]+) MB \[", output)]
     assert len(peak_rss) == 2 and all(100 < mb < 20000 for mb in peak_rss)
