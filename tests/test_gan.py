@@ -160,3 +160,14 @@ def test_train_step_updates_both_networks_and_reports_metrics(tiny_mnist):
     assert all(not torch.equal(a, b) for a, b in zip(d_before, discriminator.parameters()))
     # D must be trainable again after the generator's half of the step.
     assert all(p.requires_grad for p in discriminator.parameters())
+
+
+def test_the_readmes_article_map_points_at_the_right_lines():
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    source = (ROOT / "gan_mnist.py").read_text(encoding="utf-8").splitlines()
+    links = re.findall(r"`([A-Za-z_]+)` \[L(\d+)\]\(gan_mnist\.py#L\2\)", readme)
+    assert len(links) >= 10
+    for name, number in links:
+        assert name in source[int(number) - 1], f"README says {name} is on line {number}"
