@@ -271,7 +271,7 @@ def train(args):
 
     generator = Generator(args.z_dim, args.hidden_dim).to(device)
     discriminator = Discriminator(IMAGE_DIM, args.hidden_dim).to(device)
-    g_optimizer, d_optimizer = make_optimizers(generator, discriminator, args.lr, tuple(args.betas))
+    g_optimizer, d_optimizer = make_optimizers(generator, discriminator, args.lr, args.betas)
     # One noise batch, drawn once: every grid shows the same 64 z's, so the
     # grids are frames of one film and you can watch each digit take shape.
     fixed_noise = torch.randn(GRID_SIZE, args.z_dim, device=device)
@@ -332,8 +332,6 @@ def train(args):
 
 def check_finite(epoch_metrics, step, lr):
     """Stop at the first NaN or infinite loss: nothing useful can follow it."""
-    if not epoch_metrics:
-        return
     recent = torch.stack(epoch_metrics[-PROGRESS_EVERY:])
     finite = torch.isfinite(recent).all(dim=1)
     if not bool(finite.all()):
@@ -350,8 +348,6 @@ def log_epoch(epoch_metrics, epoch, epochs, step, images_per_second, clock):
     """One line per epoch (means over its steps). A fair fight looks like
     D(x) around 0.5-0.8 and D(G(z)) around 0.2-0.5. D loss near 0 with D(G(z))
     near 0 means the discriminator has won and the generator has stopped learning."""
-    if not epoch_metrics:
-        return
     d_loss, g_loss, d_x, d_g_z = torch.stack(epoch_metrics).mean(dim=0).tolist()
     clear_progress()
     print(
@@ -429,8 +425,6 @@ def save_sample_grid(generator, fixed_noise, epoch, step, path):
 def plot_losses(history, steps_per_epoch, path):
     """Losses, D(x) and D(G(z)) against steps. Single steps are noisy, so each
     point is the mean of a window of steps (about 400 points in all)."""
-    if len(history) == 0:
-        return
     window = max(1, len(history) // 400)
     usable = len(history) // window * window
     means = history[:usable].reshape(-1, window, history.shape[1]).mean(dim=1)
@@ -562,12 +556,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def check_settings(args):
     """Catch bad values whether they came from a flag or an edited constant."""
-    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--z-dim": args.z_dim,
-                "--hidden-dim": args.hidden_dim, "--sample-every": args.sample_every,
-                "--max-steps": args.max_steps, "--generate": args.generate}
-    for flag, value in positive.items():
-        if value is None and flag in ("--max-steps", "--generate"):
-            continue
+    whole_numbers = [("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--z-dim", args.z_dim),
+                     ("--hidden-dim", args.hidden_dim), ("--sample-every", args.sample_every)]
+    optional = [("--max-steps", args.max_steps), ("--generate", args.generate)]
+    for flag, value in whole_numbers + [(flag, value) for flag, value in optional if value is not None]:
         if type(value) is not int or value < 1:
             raise RunError(f"{flag} must be a whole number of at least 1, not {value!r}")
     if not (isinstance(args.lr, (int, float)) and math.isfinite(args.lr) and args.lr > 0):
@@ -647,8 +639,7 @@ def load_checkpoint(path, device):
         # weights_only=True: a checkpoint holds tensors and plain values, never code to run.
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunError(f"cannot read the checkpoint {path} ({reason}). It is damaged or not a "
+        raise RunError(f"cannot read the checkpoint {path} ({first_line(error)}). It is damaged or not a "
                        f"PyTorch file: train again, or use --overwrite to start afresh") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a gan_mnist checkpoint. Point at one written by this script "
@@ -670,6 +661,12 @@ def check_resumable(checkpoint, args):
     if args.max_steps and checkpoint["step"] >= args.max_steps:
         raise RunError(f"the run in {args.out_dir}/ has already done {checkpoint['step']} steps, "
                        f"which is --max-steps {args.max_steps}. Raise --max-steps or drop it", exit_code=0)
+
+
+def first_line(error):
+    """An exception's message cut to one line, for a one-line error."""
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
 
 
 def format_setting(value):
@@ -777,8 +774,7 @@ def mnist_error(data_dir, error):
         return RunError(f"MNIST is not in {raw_dir}/ and could not be downloaded (no network?). "
                         f"Place these files there, unzipped: {', '.join(MNIST_FILES)}; "
                         f"or point --data-dir at a folder that holds MNIST/raw/")
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return RunError(f"could not read MNIST from {raw_dir}/ ({reason}). "
+    return RunError(f"could not read MNIST from {raw_dir}/ ({first_line(error)}). "
                     f"Delete the files there and place fresh copies")
 
 
