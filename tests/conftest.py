@@ -64,9 +64,11 @@ def real_mnist():
     return found
 
 
-def run_script(*args, cwd=None, timeout=300, script=SCRIPT):
-    """Run `python gan_mnist.py ARGS` in a subprocess and return the finished process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_script(*args, cwd=None, timeout=300, script=SCRIPT, env=None):
+    """Run `python gan_mnist.py ARGS` in a subprocess and return the finished process.
+    `env` adds to (or, with None as a value, removes from) the environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = {name: value for name, value in env.items() if value is not None}
     return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,8 +17,8 @@ def load(out_dir):
     return torch.load(out_dir / "checkpoint.pt", weights_only=True)
 
 
-def train(data, out_dir, *extra):
-    result = run_script("--data-dir", data, "--out-dir", out_dir, *TINY_RUN_FLAGS, *extra)
+def train(data, out_dir, *extra, env=None):
+    result = run_script("--data-dir", data, "--out-dir", out_dir, *TINY_RUN_FLAGS, *extra, env=env)
     assert result.returncode == 0, result.stderr
     return load(out_dir)
 
@@ -50,6 +51,25 @@ def test_same_seed_repeats_exactly_on_cpu(tiny_mnist, tmp_path):
     assert torch.equal(first["history"], second["history"])
     other_seed = train(tiny_mnist, tmp_path / "c", "--epochs", "2", "--seed", "1")
     assert not torch.equal(first["generator"]["gen.0.weight"], other_seed["generator"]["gen.0.weight"])
+
+
+def cpu_has_avx2():
+    try:
+        return " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not cpu_has_avx2(), reason="MKL keeps sums thread-independent only on x86 CPUs with AVX2 "
+                                                "(checked through /proc/cpuinfo)")
+def test_same_seed_repeats_exactly_on_any_number_of_threads(tiny_mnist, tmp_path):
+    # Without the script's MKL_CBWR setting, 1 and 2 threads add up matrix
+    # products in different orders and the weights differ in the last digits.
+    one = train(tiny_mnist, tmp_path / "a", "--epochs", "2", env={"OMP_NUM_THREADS": "1", "MKL_CBWR": None})
+    two = train(tiny_mnist, tmp_path / "b", "--epochs", "2", env={"OMP_NUM_THREADS": "2", "MKL_CBWR": None})
+    assert_same_weights(one["generator"], two["generator"])
+    assert_same_weights(one["discriminator"], two["discriminator"])
+    assert torch.equal(one["history"], two["history"])
 
 
 def test_resume_after_an_epoch_matches_a_straight_run(tiny_mnist, tmp_path):
