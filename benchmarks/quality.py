@@ -154,6 +154,7 @@ def main(argv=None):
     parser.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_SETTINGS["epochs"],
                         help=argparse.SUPPRESS)  # tests train a throwaway classifier on tiny data
     args = parser.parse_args(argv)
+    gan_mnist.make_cpu_arithmetic_repeatable()  # the same figures every time on one machine
 
     settings = {**CLASSIFIER_SETTINGS, "epochs": args.classifier_epochs}
     classifier, accuracy = get_classifier(args.data_dir, args.cache_dir, settings)
