@@ -685,15 +685,16 @@ def restore_training_state(checkpoint, generator, discriminator, g_optimizer, d_
 
 
 def make_cpu_arithmetic_repeatable():
-    """Same seed, same numbers on this CPU, on any number of threads.
+    """Same seed, same numbers on this CPU.
 
     The seed fixes every random number, but not the order in which Intel MKL
     (PyTorch's matrix products on x86 CPUs) adds up each product's terms, and
     float sums depend on that order: without this, two runs can drift apart
     in the last digits on some machines. MKL_CBWR ("conditional numerical
     reproducibility") fixes the order; STRICT keeps it the same on any number
-    of threads. MKL reads it at its first matrix product, so call this before
-    any; it costs no measurable speed. A user's own MKL_CBWR is kept.
+    of threads (on Intel CPUs with AVX2 or AVX-512). MKL reads it at its first
+    matrix product, so call this before any; it costs no measurable speed.
+    A user's own MKL_CBWR is kept.
     """
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
