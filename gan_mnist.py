@@ -260,7 +260,6 @@ def train(args):
     print(f"Training on {describe_device(device)}", flush=True)
 
     torch.manual_seed(args.seed)
-    make_cpu_arithmetic_repeatable()
     images = load_mnist(args.data_dir, train=True).to(device)
     dataloader = make_dataloader(images, args.batch_size, args.seed)
     if not resumed:
@@ -516,6 +515,7 @@ def parse_args(argv=None):
 def main(argv=None):
     try:
         args = parse_args(argv)
+        make_cpu_arithmetic_repeatable()
         exit_code = generate(args) if args.generate else train(args)
     except RunError as error:
         clear_progress()
@@ -750,7 +750,6 @@ def generate(args):
     generator = Generator(config["z_dim"], config["hidden_dim"]).to(device)
     generator.load_state_dict(checkpoint["generator"])
     torch.manual_seed(args.seed)  # a different --seed draws different digits
-    make_cpu_arithmetic_repeatable()
     z = torch.randn(args.generate, generator.z_dim, device=device)
     title = f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     path = out_dir / "generated.png"
