@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import gan_mnist
@@ -171,3 +172,22 @@ def test_the_readmes_article_map_points_at_the_right_lines():
     assert len(links) >= 10
     for name, number in links:
         assert name in source[int(number) - 1], f"README says {name} is on line {number}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA graph runs only on a CUDA GPU; none here")
+def test_the_cuda_graph_takes_the_same_steps_as_train_step():
+    device = torch.device("cuda")
+    shuffle = torch.Generator().manual_seed(1)
+    sizes = [128] * 8 + [40] + [128] * 3  # recorded at the 4th step; a smaller last batch runs as written
+    batches = [(torch.rand(size, 784, generator=shuffle) * 2 - 1).to(device) for size in sizes]
+    runs = []
+    for use_cuda_graph in (False, True):
+        torch.manual_seed(0)  # the same weights and the same noise z for both
+        generator, discriminator = gan_mnist.Generator().to(device), gan_mnist.Discriminator().to(device)
+        optimizers = gan_mnist.make_optimizers(generator, discriminator, 2e-4, (0.5, 0.999))
+        take_step = gan_mnist.make_step_function(generator, discriminator, *optimizers, 128, use_cuda_graph)
+        metrics = torch.stack([take_step(batch) for batch in batches])
+        runs.append([metrics, *generator.parameters(), *discriminator.parameters()])
+    assert isinstance(take_step, gan_mnist.CudaGraphStep) and take_step.graph is not None
+    for as_written, replayed in zip(*runs):
+        torch.testing.assert_close(replayed, as_written, rtol=1e-4, atol=1e-5)
