@@ -5,7 +5,8 @@
 Times, in one process and interleaved (A, B, A, B, ...) after a warm-up:
   A  the article's loop as written (benchmarks/article_loop.py): a DataLoader
      over ToTensor() images, batch 128, Sigmoid + BCELoss, Adam lr 2e-4;
-  B  gan_mnist.py's own data path and train_step, as the script runs them.
+  B  gan_mnist.py's own data path and train_step, as the script runs them
+     (on a GPU also without its CUDA graph, to show what the graph adds).
 Each repetition runs --steps optimiser steps of each, data loading included.
 It also times the floor: the matrix multiplications of B's step alone, at
 the same shapes, and says how close B comes to it. Peak memory is the peak
@@ -54,20 +55,23 @@ def article_runner(data_dir, device):
     return run
 
 
-def gan_mnist_runner(data_dir, device):
-    """B: returns run(steps) -> images seen, for gan_mnist.py's default data path and step."""
+def gan_mnist_runner(data_dir, device, use_cuda_graph):
+    """B: returns run(steps) -> images seen, for gan_mnist.py's data path and step
+    (by default, as the script runs them: with the CUDA graph on a GPU)."""
     images = gan_mnist.load_mnist(data_dir, train=True).to(device)
     dataloader = gan_mnist.make_dataloader(images, BATCH_SIZE, gan_mnist.SEED)
     generator = gan_mnist.Generator().to(device)
     discriminator = gan_mnist.Discriminator().to(device)
     g_optimizer, d_optimizer = gan_mnist.make_optimizers(generator, discriminator, gan_mnist.LR, gan_mnist.BETAS)
+    take_step = gan_mnist.make_step_function(generator, discriminator, g_optimizer, d_optimizer, BATCH_SIZE,
+                                             use_cuda_graph)
     batches = endless(dataloader)
 
     def run(steps):
         seen = 0
         for _ in range(steps):
             real_images = next(batches)
-            gan_mnist.train_step(generator, discriminator, g_optimizer, d_optimizer, real_images)
+            take_step(real_images)
             seen += len(real_images)
         return seen
 
@@ -162,7 +166,11 @@ def main(argv=None):
 
     device = gan_mnist.pick_device(args.device)
     torch.manual_seed(0)
-    runners = {"A": lambda: article_runner(args.data_dir, device), "B": lambda: gan_mnist_runner(args.data_dir, device)}
+    on_gpu = device.type == "cuda"
+    runners = {"A": lambda: article_runner(args.data_dir, device),
+               "B": lambda: gan_mnist_runner(args.data_dir, device, use_cuda_graph=on_gpu)}
+    if on_gpu:  # what the CUDA graph adds: the same step, its Python run every time
+        runners["B-"] = lambda: gan_mnist_runner(args.data_dir, device, use_cuda_graph=False)
     if args.memory_probe:  # a child process: one loop, then its own peak RSS
         runners[args.memory_probe]()(args.steps)
         print(own_peak_rss())
@@ -171,7 +179,7 @@ def main(argv=None):
     runs = {name: make() for name, make in runners.items()}
     for run in runs.values():  # warm-up: first-call allocations, kernel choice, caches
         run(max(5, args.steps // 10))
-    results = {"A": [], "B": []}
+    results = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, run in runs.items():
             results[name].append(time_steps(run, args.steps, device))
@@ -189,7 +197,7 @@ def main(argv=None):
     print(f"device: {gan_mnist.describe_device(device)}; torch {torch.__version__}; {cpu}; "
           f"batch {BATCH_SIZE}, {args.steps} steps x {args.repeats} repetitions, interleaved")
     print(f"{'':<24} {'steps/s median [min .. max]':>32} {'images/s median':>16}  {memory_label}")
-    labels = {"A": "A  article's loop", "B": "B  gan_mnist.py"}
+    labels = {"A": "A  article's loop", "B": "B  gan_mnist.py", "B-": "B  without CUDA graph"}
     for name in runs:
         steps_per_second = [r[0] for r in results[name]]
         images_per_second = [r[1] for r in results[name]]
@@ -198,6 +206,9 @@ def main(argv=None):
               f"{spread(megabytes, ' MB')}")
     ratios = [b[0] / a[0] for a, b in zip(results["A"], results["B"])]
     print(f"speed-up B/A: {spread(ratios, 'x')}")
+    if "B-" in results:
+        graph_gains = [b[0] / eager[0] for eager, b in zip(results["B-"], results["B"])]
+        print(f"the CUDA graph's share: B is {spread(graph_gains, 'x')} as fast as B without it")
     b_seconds = 1 / statistics.median(r[0] for r in results["B"])
     a_seconds = 1 / statistics.median(r[0] for r in results["A"])
     print(f"floor (B's matrix products alone): {floor * 1e3:.3f} ms/step; "
