@@ -26,6 +26,8 @@ def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
     assert re.search(r"speed-up B/A: [\d.]+x", output)
     assert re.search(r"ceiling: [^\n]* [\d.]+x A", output)
     assert re.search(r"floor \(B's matrix products alone\): [\d.]+ ms/step; B takes [\d.]+ ms/step = [\d.]+x", output)
+    assert re.search(r"fixed cost \(B's step on a batch of 1 image[^)]*\): [\d.]+ ms/step; "
+                     r"floor \+ fixed cost = [\d.]+ ms = [\d.]+x the floor", output)
     peak_rss = [float(value.replace(",", "")) for value in re.findall(r"([\d,.]+) MB \[", output)]
     assert len(peak_rss) == 2 and all(100 < mb < 20000 for mb in peak_rss)
 
@@ -73,3 +75,44 @@ def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, 
     assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.5)
     assert re.search(r"digit classifier: [\d.]+% correct", second)
     assert (tmp_path / "grids" / "checkpoint.png").is_file()
+
+
+def test_betas_sweep_trains_each_run_as_gan_mnist_would():
+    # Two runs side by side, each with its own betas, against gan_mnist's own step for each.
+    import betas_sweep
+    import gan_mnist
+
+    settings = [(0.0, 0.999), (0.5, 0.9)]
+    generator, discriminator = betas_sweep.stacked_networks([3, 3], torch.device("cpu"))
+    beta1, beta2 = torch.tensor([b[0] for b in settings]), torch.tensor([b[1] for b in settings])
+    g_optimizer = betas_sweep.StackedAdam(generator, gan_mnist.LR, beta1, beta2)
+    d_optimizer = betas_sweep.StackedAdam(discriminator, gan_mnist.LR, beta1, beta2)
+    references = []
+    for betas in settings:
+        torch.manual_seed(3)
+        networks = [gan_mnist.Generator(), gan_mnist.Discriminator()]
+        references.append(networks + list(gan_mnist.make_optimizers(*networks, gan_mnist.LR, betas)))
+    for step in range(5):
+        real = torch.rand(16, 784) * 2 - 1
+        for reference in references:
+            torch.manual_seed(100 + step)  # train_step draws its z from here...
+            gan_mnist.train_step(*reference, real)
+        torch.manual_seed(100 + step)  # ...and the sweep gets the same z
+        z = torch.randn(16, 100)
+        betas_sweep.sweep_step(generator, discriminator, g_optimizer, d_optimizer,
+                               real.expand(2, -1, -1), z.expand(2, -1, -1))
+    for run, (reference_g, reference_d, _, _) in enumerate(references):
+        torch.testing.assert_close(generator[2][run], reference_g.gen[2].weight.T, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(discriminator[0][run], reference_d.disc[0].weight.T, rtol=1e-4, atol=1e-6)
+    # The two settings really trained differently.
+    assert not torch.allclose(generator[2][0], generator[2][1], atol=1e-6)
+
+
+def test_betas_sweep_reports_every_setting(tiny_mnist, tmp_path):
+    output = run_tool("betas_sweep.py", "--betas", "0.5,0.999", "0,0.999", "--seeds", "0", "--max-steps", "2",
+                      "--samples", "50", "--device", "cpu", "--data-dir", tiny_mnist, "--cache-dir", tmp_path,
+                      "--classifier-epochs", "1")
+    assert "2 runs (2 settings x 1 seeds)" in output
+    for betas in ("0.5 0.999", "0 0.999"):
+        assert re.search(rf"^{betas} +[\d.]+ \[ *[\d.]+ \.\. *[\d.]+\] +[\d.]+% +[\d.]+% +[\d.]+% +\d+ of 1$",
+                         output, re.MULTILINE), output
