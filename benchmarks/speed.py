@@ -9,7 +9,8 @@ Times, in one process and interleaved (A, B, A, B, ...) after a warm-up:
      (on a GPU also without its CUDA graph, to show what the graph adds).
 Each repetition runs --steps optimiser steps of each, data loading included.
 It also times the floor: the matrix multiplications of B's step alone, at
-the same shapes, and says how close B comes to it. Peak memory is the peak
+the same shapes, and says how close B comes to it; and B's fixed cost: its
+step on a batch of one image, the part of a step that is not matrix work. Peak memory is the peak
 RSS of a separate process running each loop on the CPU, or
 torch.cuda.max_memory_allocated on a GPU.
 """
@@ -113,6 +114,28 @@ def time_floor(device, repeats, calls=200):
     return statistics.median(timings)
 
 
+def time_fixed_cost(device, repeats, calls=200):
+    """Seconds per step of B's step on a batch of one image: what a step costs
+    besides its matrix work (launching ~100 operations, two Adam updates), which
+    no batch size shrinks."""
+    torch.manual_seed(0)
+    generator, discriminator = gan_mnist.Generator().to(device), gan_mnist.Discriminator().to(device)
+    optimizers = gan_mnist.make_optimizers(generator, discriminator, gan_mnist.LR, gan_mnist.BETAS)
+    take_step = gan_mnist.make_step_function(generator, discriminator, *optimizers, 1, device.type == "cuda")
+    one_image = torch.rand(1, gan_mnist.IMAGE_DIM, device=device) * 2 - 1
+    for _ in range(20):
+        take_step(one_image)
+    timings = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            take_step(one_image)
+        synchronize(device)
+        timings.append((time.perf_counter() - start) / calls)
+    return statistics.median(timings)
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -192,6 +215,7 @@ def main(argv=None):
         memory = {name: [peak_rss_of_separate_process(name, args) for _ in range(probes)] for name in runs}
         memory_label = "peak RSS of a process running only that loop"
     floor = time_floor(device, args.repeats)
+    fixed_cost = time_fixed_cost(device, args.repeats)
 
     cpu = platform.processor() or platform.machine()
     print(f"device: {gan_mnist.describe_device(device)}; torch {torch.__version__}; {cpu}; "
@@ -213,6 +237,8 @@ def main(argv=None):
     a_seconds = 1 / statistics.median(r[0] for r in results["A"])
     print(f"floor (B's matrix products alone): {floor * 1e3:.3f} ms/step; "
           f"B takes {b_seconds * 1e3:.3f} ms/step = {b_seconds / floor:.2f}x the floor")
+    print(f"fixed cost (B's step on a batch of 1 image, almost no matrix work): {fixed_cost * 1e3:.3f} ms/step; "
+          f"floor + fixed cost = {(floor + fixed_cost) * 1e3:.3f} ms = {(floor + fixed_cost) / floor:.2f}x the floor")
     print(f"ceiling: a step that did nothing but those products would be {a_seconds / floor:.1f}x A")
 
 
