@@ -125,16 +125,16 @@ def score_runs(generator, classifier, test_features, samples, grid_noise):
     return scores
 
 
+def mean(values):
+    return sum(values) / len(values)
+
+
 def report(epoch, settings, seeds, scores):
     print(f"\nepoch {epoch}, {len(seeds)} seeds per setting (mean over seeds; FID: mean [best .. worst])")
     print(f"{'betas':<12} {'digit FID':>27} {'confident':>10} {'rarest':>7} {'ones':>6} {'all ten in 64':>14}")
     for number, betas in enumerate(settings):
         runs = scores[number * len(seeds):(number + 1) * len(seeds)]
         fids = [run["fid"] for run in runs]
-
-        def mean(values):
-            return sum(values) / len(values)
-
         print(f"{betas[0]:g} {betas[1]:g}".ljust(12)
               + f" {mean(fids):8.1f} [{min(fids):6.1f} .. {max(fids):6.1f}]"
               + f" {100 * mean([run['confident'] for run in runs]):9.1f}%"

@@ -10,9 +10,9 @@ Times, in one process and interleaved (A, B, A, B, ...) after a warm-up:
 Each repetition runs --steps optimiser steps of each, data loading included.
 It also times the floor: the matrix multiplications of B's step alone, at
 the same shapes, and says how close B comes to it; and B's fixed cost: its
-step on a batch of one image, the part of a step that is not matrix work. Peak memory is the peak
-RSS of a separate process running each loop on the CPU, or
-torch.cuda.max_memory_allocated on a GPU.
+step on a batch of one image, the part of a step that is not matrix work.
+Peak memory is the peak RSS of a separate process running each loop on the
+CPU, or torch.cuda.max_memory_allocated on a GPU.
 """
 import argparse
 import platform
@@ -94,27 +94,34 @@ def step_matmul_shapes(batch, z_dim=gan_mnist.Z_DIM, hidden=gan_mnist.HIDDEN_DIM
     ]
 
 
-def time_floor(device, repeats, calls=200):
-    """Seconds per step for the step's matrix products alone (median of repeats)."""
-    operands = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
-                for m, k, n in step_matmul_shapes(BATCH_SIZE)]
-
-    def products(count):
-        for _ in range(count):
-            for a, b, out in operands:
-                torch.mm(a, b, out=out)
-        synchronize(device)
-
-    products(20)
+def median_seconds_per_call(work, device, repeats, calls=200):
+    """Seconds per call of work(), after 20 warm-up calls: the median of `repeats` timings."""
+    for _ in range(20):
+        work()
     timings = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
-        products(calls)
+        for _ in range(calls):
+            work()
+        synchronize(device)
         timings.append((time.perf_counter() - start) / calls)
     return statistics.median(timings)
 
 
-def time_fixed_cost(device, repeats, calls=200):
+def time_floor(device, repeats):
+    """Seconds per step for the step's matrix products alone."""
+    operands = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
+                for m, k, n in step_matmul_shapes(BATCH_SIZE)]
+
+    def products():
+        for a, b, out in operands:
+            torch.mm(a, b, out=out)
+
+    return median_seconds_per_call(products, device, repeats)
+
+
+def time_fixed_cost(device, repeats):
     """Seconds per step of B's step on a batch of one image: what a step costs
     besides its matrix work (launching ~100 operations, two Adam updates), which
     no batch size shrinks."""
@@ -123,17 +130,7 @@ def time_fixed_cost(device, repeats, calls=200):
     optimizers = gan_mnist.make_optimizers(generator, discriminator, gan_mnist.LR, gan_mnist.BETAS)
     take_step = gan_mnist.make_step_function(generator, discriminator, *optimizers, 1, device.type == "cuda")
     one_image = torch.rand(1, gan_mnist.IMAGE_DIM, device=device) * 2 - 1
-    for _ in range(20):
-        take_step(one_image)
-    timings = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        for _ in range(calls):
-            take_step(one_image)
-        synchronize(device)
-        timings.append((time.perf_counter() - start) / calls)
-    return statistics.median(timings)
+    return median_seconds_per_call(lambda: take_step(one_image), device, repeats)
 
 
 def synchronize(device):
