@@ -17,14 +17,22 @@ implements. Where this file departs from the article, a comment says why.
 # ---------------------------------------------------------------------------
 import argparse
 import csv
+import errno
 import functools
+import io
 import math
 import os
 import shlex
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
+
+try:
+    import fcntl  # to keep a second run out of a folder in use; not on Windows
+except ImportError:
+    fcntl = None
 
 import torch
 import torch.nn as nn
@@ -45,6 +53,8 @@ LR = 2e-4  # Adam's learning rate for both networks (--lr)
 BETAS = (0.0, 0.999)  # Adam's moment decay; 0.0 (no momentum) won our measurements, the article keeps 0.9 (--betas)
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
+GP_GAMMA = 1.0  # strength of the gradient penalty on D's slopes; 0.0 is the article's loss (--gp-gamma)
+GP_EVERY = 8  # apply that penalty every this many steps, made this many times stronger (--gp-every)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
@@ -193,6 +203,27 @@ def discriminator_loss(real_logits, fake_logits):
     return real_loss + fake_loss
 
 
+def gradient_penalty(logits, images, gamma):
+    """R1 + R2 (Mescheder et al. 2018): gamma/2 times the mean squared slope of D's
+    logit at the real images (R1) plus the same at the generated ones (R2).
+
+    Without it D can grow steep cliffs next to the digits it has learned to
+    reject, and their gradient herds the generator towards a few digits it
+    can draw safely. A gentle slope near the data keeps every digit in reach.
+    Each logit depends on its own image alone, so the gradient of their sum
+    gives every image its own slope.
+    """
+    (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
+    real_slopes, fake_slopes = slopes.square().sum(dim=1).chunk(2)
+    return gamma / 2 * (real_slopes.mean() + fake_slopes.mean())
+
+
+def penalty_for_step(step, gamma, every):
+    """Lazy regularisation (Karras et al. 2020, StyleGAN2): the penalty on one
+    step in `every`, `every` times as strong, steers D as much for a fraction of the work."""
+    return gamma * every if gamma > 0 and step % every == 0 else 0.0
+
+
 def generator_loss(fake_logits):
     """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every
     fake, that curve is flat, and G learns nothing; so, as Goodfellow et al.
@@ -212,8 +243,9 @@ def make_optimizers(generator, discriminator, lr, betas):
 # ---------------------------------------------------------------------------
 # 5.6  Training: one step, then the loop
 # ---------------------------------------------------------------------------
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images):
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, penalty_gamma=0.0):
     """One round of the game: a discriminator update, then a generator update.
+    penalty_gamma > 0 adds the gradient penalty to D's loss in this step.
 
     Returns [D loss, G loss, mean D(x), mean D(G(z))] as one tensor, left on
     the device so that the loop never waits for the GPU.
@@ -225,11 +257,13 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images):
     # detach(): this update is D's alone, so no gradient flows back into G.
     # Real and fake go through D as one batch: the same numbers as two calls
     # (D has no BatchNorm to mix them), with one pass instead of two.
-    logits = discriminator(torch.cat([real_images, fake_images.detach()]))
+    d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
+    logits = discriminator(d_inputs)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
     d_loss = discriminator_loss(real_logits, fake_logits)
+    penalty = gradient_penalty(logits, d_inputs, penalty_gamma) if penalty_gamma > 0 else 0
     d_optimizer.zero_grad()
-    d_loss.backward()
+    (d_loss + penalty).backward()
     d_optimizer.step()
 
     # ---- Generator: maximise log D(G(z)), judged by the updated D ----
@@ -289,14 +323,14 @@ def train(args):
         print(f"Resuming from epoch {epoch + 1}, step {step}", flush=True)
     write_metrics_csv(out_dir / "metrics.csv", history, first_row=0)
 
-    stop = CtrlC()
+    stop = StopSignals()
     clock = RunClock(step, last_step)
     while epoch < args.epochs and step < last_step and not stop.requested:
         dataloader.sampler.set_epoch(epoch, batches_to_skip=batches_into_epoch)
         epoch_start, epoch_images = time.perf_counter(), 0
         epoch_metrics = []
         for real_images in dataloader:
-            epoch_metrics.append(take_step(real_images))
+            epoch_metrics.append(take_step(real_images, penalty_for_step(step, args.gp_gamma, args.gp_every)))
             step += 1
             batches_into_epoch += 1
             epoch_images += len(real_images)
@@ -326,7 +360,7 @@ def train(args):
     if stop.requested:
         print(f"Stopped at step {step}; everything so far is saved in {out_dir}/. "
               f"Continue with:  {resume_command()}", flush=True)
-        return 130
+        return 128 + stop.received  # the shell's code for "ended by this signal": 130 Ctrl-C, 143 SIGTERM
     # The end of the run: the film, and the real digits beside the fakes.
     write_training_gif(out_dir / "samples", out_dir / "training.gif")
     real_test_images = load_mnist(args.data_dir, train=False)[:GRID_SIZE]
@@ -461,28 +495,28 @@ def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
     if not frame_files:
         return
     frames = [Image.open(file).convert("P", palette=Image.Palette.ADAPTIVE) for file in frame_files]
-    temporary = path.with_name(path.name + ".tmp")
-    frames[0].save(temporary, format="GIF", save_all=True, append_images=frames[1:],
-                   duration=int(seconds_per_frame * 1000), loop=0)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: frames[0].save(
+        temporary, format="GIF", save_all=True, append_images=frames[1:],
+        duration=int(seconds_per_frame * 1000), loop=0))
 
 
 def write_metrics_csv(path, history, first_row):
     """The numbers behind losses.png, one row per step. Rows from first_row on
     are appended; first_row=0 rewrites the file (a fresh or a resumed run)."""
     mode = "w" if first_row == 0 else "a"
-    with open(path, mode, newline="") as file:
-        writer = csv.writer(file)
-        if first_row == 0:
-            writer.writerow(["step"] + METRIC_NAMES)
-        for row_number, row in enumerate(history[first_row:].tolist(), start=first_row + 1):
-            writer.writerow([row_number] + [f"{value:.5f}" for value in row])
+    try:
+        with open(path, mode, newline="") as file:
+            writer = csv.writer(file)
+            if first_row == 0:
+                writer.writerow(["step"] + METRIC_NAMES)
+            for row_number, row in enumerate(history[first_row:].tolist(), start=first_row + 1):
+                writer.writerow([row_number] + [f"{value:.5f}" for value in row])
+    except OSError as error:  # a resumed run rewrites the file whole from its checkpoint
+        raise write_error(path, error) from None
 
 
 def save_figure(figure, path):
-    temporary = path.with_name(path.name + ".tmp")
-    figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight")
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight"))
 
 
 # ---------------------------------------------------------------------------
@@ -499,6 +533,10 @@ def parse_args(argv=None):
                         help="Adam's moment decay rates, each in [0, 1) (%s %s)" % BETAS)
     parser.add_argument("--z-dim", type=int, default=Z_DIM, help="length of the noise vector (%(default)s)")
     parser.add_argument("--hidden-dim", type=int, default=HIDDEN_DIM, help="hidden layer width (%(default)s)")
+    parser.add_argument("--gp-gamma", type=float, default=GP_GAMMA,
+                        help="gradient penalty on D's slopes; 0 = the article's loss (%(default)s)")
+    parser.add_argument("--gp-every", type=int, default=GP_EVERY,
+                        help="apply the gradient penalty every N steps (%(default)s)")
     parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
                         help="steps between sample grids (%(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (%(default)s)")
@@ -531,6 +569,12 @@ def main(argv=None):
         else:
             print(f"error: {error}", file=sys.stderr)
         exit_code = error.exit_code
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise  # a bug: its traceback is what a reader needs
+        clear_progress()
+        print(f"error: {out_of_memory_error(error, args)}", file=sys.stderr)
+        exit_code = 2
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
         clear_progress()
         print("\ninterrupted; the last checkpoint written is kept", file=sys.stderr)
@@ -566,38 +610,44 @@ class CudaGraphStep:
         self.batch_size = batch_size
         # A few ordinary steps first, so CUDA's libraries and Adam's state exist before recording.
         self.ordinary_steps_left = ordinary_steps
-        self.graph = None
+        self.warmed_up = set()  # penalty strengths that have run once as written
+        self.graphs = {}  # penalty strength -> (its recorded graph, the metrics tensor it writes)
+        self.batch = None
 
-    def __call__(self, real_images):
+    def __call__(self, real_images, penalty_gamma=0.0):
         if len(real_images) != self.batch_size:  # an epoch's smaller last batch: the graph's shapes are fixed
-            return train_step(*self.models_and_optimizers, real_images)
-        if self.ordinary_steps_left > 0:
+            return train_step(*self.models_and_optimizers, real_images, penalty_gamma)
+        if self.ordinary_steps_left > 0 or penalty_gamma not in self.warmed_up:
             self.ordinary_steps_left -= 1
-            return self._step_on_side_stream(real_images)
-        if self.graph is None:
-            self._record(real_images)
-        self.batch.copy_(real_images)  # the graph reads its batch from this one place
-        self.graph.replay()
-        return self.metrics.clone()  # the next replay overwrites self.metrics
+            self.warmed_up.add(penalty_gamma)
+            return self._step_on_side_stream(real_images, penalty_gamma)
+        if penalty_gamma not in self.graphs:  # steps with and without the penalty run different kernels
+            self._record(real_images, penalty_gamma)
+        graph, metrics = self.graphs[penalty_gamma]
+        self.batch.copy_(real_images)  # every graph reads its batch from this one place
+        graph.replay()
+        return metrics.clone()  # the next replay overwrites these metrics
 
-    def _step_on_side_stream(self, real_images):
+    def _step_on_side_stream(self, real_images, penalty_gamma):
         # PyTorch's rule for steps before recording a graph: run them on a side stream.
         side_stream = torch.cuda.Stream()
         side_stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side_stream):
-            metrics = train_step(*self.models_and_optimizers, real_images)
+            metrics = train_step(*self.models_and_optimizers, real_images, penalty_gamma)
         torch.cuda.current_stream().wait_stream(side_stream)
         return metrics
 
-    def _record(self, real_images):
+    def _record(self, real_images, penalty_gamma):
         for optimizer in self.models_and_optimizers[2:]:
             for group in optimizer.param_groups:
                 # Fused Adam already keeps its step count on the GPU; this flag lets it be recorded.
                 group["capturable"] = True
-        self.batch = real_images.clone()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # records the kernels; nothing runs yet
-            self.metrics = train_step(*self.models_and_optimizers, self.batch)
+        if self.batch is None:
+            self.batch = real_images.clone()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records the kernels; nothing runs yet
+            metrics = train_step(*self.models_and_optimizers, self.batch, penalty_gamma)
+        self.graphs[penalty_gamma] = (graph, metrics)
 
 
 # ---------------------------------------------------------------------------
@@ -606,7 +656,9 @@ class CudaGraphStep:
 # ---------------------------------------------------------------------------
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v1"
 # Settings a resumed run must share with its checkpoint to continue the same run.
-SETTINGS_FIXED_FOR_RESUME = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "seed"]
+SETTINGS_FIXED_FOR_RESUME = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "seed"]
+# What a checkpoint from before a setting existed was trained with.
+SETTINGS_BEFORE_THEY_EXISTED = {"gp_gamma": 0.0, "gp_every": 1}
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -627,16 +679,20 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def check_settings(args):
     """Catch bad values whether they came from a flag or an edited constant."""
     whole_numbers = [("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--z-dim", args.z_dim),
-                     ("--hidden-dim", args.hidden_dim), ("--sample-every", args.sample_every)]
+                     ("--hidden-dim", args.hidden_dim), ("--sample-every", args.sample_every),
+                     ("--gp-every", args.gp_every)]
     optional = [("--max-steps", args.max_steps), ("--generate", args.generate)]
     for flag, value in whole_numbers + [(flag, value) for flag, value in optional if value is not None]:
         if type(value) is not int or value < 1:
             raise RunError(f"{flag} must be a whole number of at least 1, not {value!r}")
     if not (isinstance(args.lr, (int, float)) and math.isfinite(args.lr) and args.lr > 0):
         raise RunError(f"--lr must be a positive number such as {LR:g}, not {args.lr!r}")
+    if not (isinstance(args.gp_gamma, (int, float)) and math.isfinite(args.gp_gamma) and args.gp_gamma >= 0):
+        raise RunError(f"--gp-gamma must be a number of at least 0 (0 turns the penalty off), not {args.gp_gamma!r}")
     if len(args.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in args.betas):
         raise RunError(f"--betas takes two numbers in [0, 1), such as 0.5 0.999, not {list(args.betas)!r}")
     args.betas = tuple(float(b) for b in args.betas)
+    args.gp_gamma = float(args.gp_gamma)
     if args.generate and args.generate > 1024:
         raise RunError(f"--generate draws at most 1024 digits at a time, not {args.generate}")
     if args.resume and args.overwrite:
@@ -663,11 +719,31 @@ def prepare_out_dir(args):
     except OSError as error:
         raise RunError(f"cannot write to the output folder {out_dir}/ ({error.strerror}). "
                        f"Choose another with --out-dir") from None
+    lock_out_dir(out_dir)
     checkpoint = out_dir / "checkpoint.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise RunError(f"{out_dir}/ already holds a run (checkpoint.pt). Continue it with --resume, "
                        f"start a new one with --out-dir NEW_FOLDER, or replace it with --overwrite")
     return out_dir
+
+
+def lock_out_dir(out_dir):
+    """One run per folder: a second run started in it would overwrite the first's
+    files. The lock is the operating system's, on the folder itself: no lock
+    file to clean up, and it ends with its process, however that ends."""
+    if fcntl is None:  # Windows has no flock; there a second run is not caught
+        return
+    handle = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise RunError(f"another run is training in {out_dir}/ right now. Let it finish (or stop it with Ctrl-C), "
+                       f"or start a second run elsewhere with --out-dir") from None
+    HELD_LOCKS.append(handle)  # held until this process ends
+
+
+HELD_LOCKS = []
 
 
 def clear_earlier_run(out_dir):
@@ -689,15 +765,46 @@ def save_checkpoint(path, generator, discriminator, g_optimizer, d_optimizer, ep
         "step": step,  # optimiser steps completed
         "batches_into_epoch": batches_into_epoch,  # > 0 when stopped part-way through an epoch
         "config": {name: getattr(args, name) for name in
-                   ["epochs", "batch_size", "lr", "betas", "z_dim", "hidden_dim", "sample_every", "seed"]},
+                   ["epochs", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "z_dim", "hidden_dim",
+                    "sample_every", "seed"]},
         "history": history,
         "fixed_noise": fixed_noise.cpu(),
         "rng": random_states(),
     }
-    # Write elsewhere, then rename: a crash mid-write never leaves a broken checkpoint.
+    # Serialised in memory first: torch.save reports a failed disk write as an
+    # unreadable RuntimeError, Python's own write as an OSError that says why.
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomically(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))
+
+
+def write_atomically(path, write):
+    """write(temporary_path), then rename it to path: a crash or a full disk
+    mid-write never leaves half a file where a whole one was. A failed write
+    removes its temporary file and becomes one line that says why."""
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # made again if it was deleted mid-run
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is gone or locked: there is nothing left to tidy
+        raise write_error(path, error) from None
+
+
+WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                  errno.EFBIG: "the file is over this system's size limit", errno.EACCES: "permission denied",
+                  errno.EPERM: "permission denied", errno.EROFS: "the disk is read-only",
+                  errno.ENOENT: "the folder was removed"}
+
+
+def write_error(path, error):
+    cause = WRITE_FAILURES.get(error.errno, error.strerror or first_line(error))
+    return RunError(f"cannot write {path} ({cause}). The last whole checkpoint is kept: make room or fix the "
+                    f"folder, then continue with --resume (or choose another --out-dir)")
 
 
 def load_checkpoint(path, device):
@@ -711,14 +818,19 @@ def load_checkpoint(path, device):
     except Exception as error:
         raise RunError(f"cannot read the checkpoint {path} ({first_line(error)}). It is damaged or not a "
                        f"PyTorch file: train again, or use --overwrite to start afresh") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+    saved_format = checkpoint.get("format") if isinstance(checkpoint, dict) else None
+    if isinstance(saved_format, str) and saved_format.startswith("gan_mnist checkpoint") \
+            and saved_format != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} was written by another version of gan_mnist.py ({saved_format}; this one reads "
+                       f"{CHECKPOINT_FORMAT}). Use the version that wrote it, or start afresh with --overwrite")
+    if saved_format != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a gan_mnist checkpoint. Point at one written by this script "
                        f"(OUT_DIR/checkpoint.pt)")
     return checkpoint
 
 
 def check_resumable(checkpoint, args):
-    saved = checkpoint["config"]
+    saved = {**SETTINGS_BEFORE_THEY_EXISTED, **checkpoint["config"]}
     for name in SETTINGS_FIXED_FOR_RESUME:
         if saved[name] != getattr(args, name):
             flag = "--" + name.replace("_", "-")
@@ -731,6 +843,33 @@ def check_resumable(checkpoint, args):
     if args.max_steps and checkpoint["step"] >= args.max_steps:
         raise RunError(f"the run in {args.out_dir}/ has already done {checkpoint['step']} steps, "
                        f"which is --max-steps {args.max_steps}. Raise --max-steps or drop it", exit_code=0)
+
+
+# Where a run can run out of memory, by the function that was running.
+MEMORY_HUNGRY_WORK = {"load_mnist": "loading MNIST", "Generator": "building the networks",
+                      "Discriminator": "building the networks", "train_step": "a training step",
+                      "CudaGraphStep": "a training step", "save_checkpoint": "saving the checkpoint",
+                      "draw_digits": "drawing the pictures", "plot_losses": "drawing the pictures",
+                      "write_training_gif": "drawing the pictures", "generate": "drawing digits",
+                      "train": "setting up training"}
+
+
+def is_out_of_memory(error):
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and any(words in str(error) for words in
+                                                ("can't allocate memory", "out of memory", "Out of memory")))
+
+
+def out_of_memory_error(error, args):
+    """One line for an out-of-memory error: what was running, and what to try."""
+    work = "the run"
+    for frame, _ in traceback.walk_tb(error.__traceback__):  # outermost first: the innermost match wins
+        if frame.f_globals.get("__name__") == __name__:
+            name = getattr(frame.f_code, "co_qualname", frame.f_code.co_name).split(".")[0]
+            work = MEMORY_HUNGRY_WORK.get(name, work)
+    return RunError(f"memory ran out during {work} ({first_line(error)[:80]}). Try a smaller --hidden-dim "
+                    f"(now {args.hidden_dim}) or --batch-size (now {args.batch_size}), --device cpu, or close other "
+                    f"programs; the last whole checkpoint in {args.out_dir}/ is kept")
 
 
 def first_line(error):
@@ -786,22 +925,31 @@ def restore_random_states(states):
         torch.mps.set_rng_state(states["mps"].cpu())
 
 
-class CtrlC:
-    """The first Ctrl-C asks the loop to stop after the current step, save, and
-    exit; a second one stops at once (the last checkpoint is still whole)."""
+class StopSignals:
+    """Ctrl-C (SIGINT), or SIGTERM (what `kill`, job schedulers and a shutting-down
+    machine send), asks the loop to stop after the current step, save everything
+    and exit. A second signal stops at once; the last checkpoint is still whole."""
+
+    NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
-        self.requested = False
-        self.previous_handler = signal.signal(signal.SIGINT, self._handle)
+        self.received = None  # the signal's number, once one arrives
+        self.previous_handlers = {number: signal.signal(number, self._handle) for number in self.NAMES}
+
+    @property
+    def requested(self):
+        return self.received is not None
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self.received = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         clear_progress()
-        print("\nCtrl-C: saving after this step (press again to quit without saving)...", flush=True)
+        print(f"\n{self.NAMES[signum]}: saving after this step (send it again to quit without saving)...", flush=True)
 
     def restore(self):
-        signal.signal(signal.SIGINT, self.previous_handler)
+        for number, handler in self.previous_handlers.items():
+            signal.signal(number, handler)
 
 
 def resume_command():
@@ -822,11 +970,7 @@ def generate(args):
     z = torch.randn(args.generate, generator.z_dim, device=device)
     title = f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     path = out_dir / "generated.png"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        draw_digits([(title, generator(z))], path, panel_size=6.0)
-    except OSError as error:
-        raise RunError(f"cannot write {path} ({error.strerror}). Choose another folder with --out-dir") from None
+    draw_digits([(title, generator(z))], path, panel_size=6.0)
     print(f"Wrote {args.generate} generated digits to {path}")
     return 0
 

@@ -6,7 +6,8 @@ Times, in one process and interleaved (A, B, A, B, ...) after a warm-up:
   A  the article's loop as written (benchmarks/article_loop.py): a DataLoader
      over ToTensor() images, batch 128, Sigmoid + BCELoss, Adam lr 2e-4;
   B  gan_mnist.py's own data path and train_step, as the script runs them
-     (on a GPU also without its CUDA graph, to show what the graph adds).
+     (also without the gradient penalty, to show what it costs, and on a GPU
+     without its CUDA graph, to show what the graph adds).
 Each repetition runs --steps optimiser steps of each, data loading included.
 It also times the floor: the matrix multiplications of B's step alone, at
 the same shapes, and says how close B comes to it; and B's fixed cost: its
@@ -56,9 +57,10 @@ def article_runner(data_dir, device):
     return run
 
 
-def gan_mnist_runner(data_dir, device, use_cuda_graph):
+def gan_mnist_runner(data_dir, device, use_cuda_graph, gp_gamma=gan_mnist.GP_GAMMA):
     """B: returns run(steps) -> images seen, for gan_mnist.py's data path and step
-    (by default, as the script runs them: with the CUDA graph on a GPU)."""
+    (by default, as the script runs them: the gradient penalty every GP_EVERY
+    steps, and with the CUDA graph on a GPU)."""
     images = gan_mnist.load_mnist(data_dir, train=True).to(device)
     dataloader = gan_mnist.make_dataloader(images, BATCH_SIZE, gan_mnist.SEED)
     generator = gan_mnist.Generator().to(device)
@@ -67,12 +69,15 @@ def gan_mnist_runner(data_dir, device, use_cuda_graph):
     take_step = gan_mnist.make_step_function(generator, discriminator, g_optimizer, d_optimizer, BATCH_SIZE,
                                              use_cuda_graph)
     batches = endless(dataloader)
+    steps_taken = 0
 
     def run(steps):
+        nonlocal steps_taken
         seen = 0
         for _ in range(steps):
             real_images = next(batches)
-            take_step(real_images)
+            take_step(real_images, gan_mnist.penalty_for_step(steps_taken, gp_gamma, gan_mnist.GP_EVERY))
+            steps_taken += 1
             seen += len(real_images)
         return seen
 
@@ -180,7 +185,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="optimiser steps per repetition of each loop")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (A, B) after the warm-up")
     parser.add_argument("--data-dir", default=gan_mnist.DATA_DIR, help="the MNIST folder, as for gan_mnist.py")
-    parser.add_argument("--memory-probe", choices=["A", "B"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-probe", choices=["A", "B", "B0"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     gan_mnist.make_cpu_arithmetic_repeatable()  # as the script does; it holds for A too, at no measurable cost
 
@@ -189,6 +194,8 @@ def main(argv=None):
     on_gpu = device.type == "cuda"
     runners = {"A": lambda: article_runner(args.data_dir, device),
                "B": lambda: gan_mnist_runner(args.data_dir, device, use_cuda_graph=on_gpu)}
+    if gan_mnist.GP_GAMMA > 0:  # what the gradient penalty costs: the step with GP_GAMMA = 0
+        runners["B0"] = lambda: gan_mnist_runner(args.data_dir, device, use_cuda_graph=on_gpu, gp_gamma=0.0)
     if on_gpu:  # what the CUDA graph adds: the same step, its Python run every time
         runners["B-"] = lambda: gan_mnist_runner(args.data_dir, device, use_cuda_graph=False)
     if args.memory_probe:  # a child process: one loop, then its own peak RSS
@@ -218,7 +225,8 @@ def main(argv=None):
     print(f"device: {gan_mnist.describe_device(device)}; torch {torch.__version__}; {cpu}; "
           f"batch {BATCH_SIZE}, {args.steps} steps x {args.repeats} repetitions, interleaved")
     print(f"{'':<24} {'steps/s median [min .. max]':>32} {'images/s median':>16}  {memory_label}")
-    labels = {"A": "A  article's loop", "B": "B  gan_mnist.py", "B-": "B  without CUDA graph"}
+    labels = {"A": "A  article's loop", "B": "B  gan_mnist.py", "B0": "B  without the penalty",
+              "B-": "B  without CUDA graph"}
     for name in runs:
         steps_per_second = [r[0] for r in results[name]]
         images_per_second = [r[1] for r in results[name]]
@@ -227,6 +235,10 @@ def main(argv=None):
               f"{spread(megabytes, ' MB')}")
     ratios = [b[0] / a[0] for a, b in zip(results["A"], results["B"])]
     print(f"speed-up B/A: {spread(ratios, 'x')}")
+    if "B0" in results:
+        costs = [without[0] / b[0] for without, b in zip(results["B0"], results["B"])]
+        print(f"the gradient penalty's cost (every {gan_mnist.GP_EVERY} steps): B's step takes "
+              f"{spread(costs, 'x')} the time of B's without it")
     if "B-" in results:
         graph_gains = [b[0] / eager[0] for eager, b in zip(results["B-"], results["B"])]
         print(f"the CUDA graph's share: B is {spread(graph_gains, 'x')} as fast as B without it")

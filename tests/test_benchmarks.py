@@ -28,8 +28,10 @@ def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
     assert re.search(r"floor \(B's matrix products alone\): [\d.]+ ms/step; B takes [\d.]+ ms/step = [\d.]+x", output)
     assert re.search(r"fixed cost \(B's step on a batch of 1 image[^)]*\): [\d.]+ ms/step; "
                      r"floor \+ fixed cost = [\d.]+ ms = [\d.]+x the floor", output)
+    assert re.search(r"B  without the penalty\s+[\d,.]+ \[", output)
+    assert re.search(r"the gradient penalty's cost \(every \d+ steps\): B's step takes [\d.]+x \[", output)
     peak_rss = [float(value.replace(",", "")) for value in re.findall(r"([\d,.]+) MB \[", output)]
-    assert len(peak_rss) == 2 and all(100 < mb < 20000 for mb in peak_rss)
+    assert len(peak_rss) == 3 and all(100 < mb < 20000 for mb in peak_rss)
 
 
 def test_the_floor_lists_every_matrix_product_of_the_step():
@@ -77,42 +79,65 @@ def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, 
     assert (tmp_path / "grids" / "checkpoint.png").is_file()
 
 
-def test_betas_sweep_trains_each_run_as_gan_mnist_would():
-    # Two runs side by side, each with its own betas, against gan_mnist's own step for each.
-    import betas_sweep
+def test_the_sweep_trains_each_run_as_gan_mnist_would():
+    # Two seeds side by side, with the lazy penalty, against gan_mnist's own step for each.
     import gan_mnist
+    import sweep
 
-    settings = [(0.0, 0.999), (0.5, 0.9)]
-    generator, discriminator = betas_sweep.stacked_networks([3, 3], torch.device("cpu"))
-    beta1, beta2 = torch.tensor([b[0] for b in settings]), torch.tensor([b[1] for b in settings])
-    g_optimizer = betas_sweep.StackedAdam(generator, gan_mnist.LR, beta1, beta2)
-    d_optimizer = betas_sweep.StackedAdam(discriminator, gan_mnist.LR, beta1, beta2)
+    generator, discriminator = sweep.stacked_networks([3, 4], torch.device("cpu"))
+    g_optimizer = torch.optim.Adam(generator, gan_mnist.LR, betas=(0.0, 0.999), fused=True)
+    d_optimizer = torch.optim.Adam(discriminator, gan_mnist.LR, betas=(0.0, 0.999), fused=True)
     references = []
-    for betas in settings:
-        torch.manual_seed(3)
+    for seed in (3, 4):
+        torch.manual_seed(seed)
         networks = [gan_mnist.Generator(), gan_mnist.Discriminator()]
-        references.append(networks + list(gan_mnist.make_optimizers(*networks, gan_mnist.LR, betas)))
-    for step in range(5):
-        real = torch.rand(16, 784) * 2 - 1
-        for reference in references:
-            torch.manual_seed(100 + step)  # train_step draws its z from here...
-            gan_mnist.train_step(*reference, real)
-        torch.manual_seed(100 + step)  # ...and the sweep gets the same z
-        z = torch.randn(16, 100)
-        betas_sweep.sweep_step(generator, discriminator, g_optimizer, d_optimizer,
-                               real.expand(2, -1, -1), z.expand(2, -1, -1))
+        references.append(networks + list(gan_mnist.make_optimizers(*networks, gan_mnist.LR, (0.0, 0.999))))
+    for step in range(6):
+        real = torch.rand(2, 16, 784) * 2 - 1
+        penalty_gamma = gan_mnist.penalty_for_step(step, 1.0, 2)
+        noise = []
+        for run, reference in enumerate(references):
+            torch.manual_seed(100 * run + step)  # train_step draws its z from here...
+            noise.append(torch.randn(16, 100))
+            torch.manual_seed(100 * run + step)
+            gan_mnist.train_step(*reference, real[run], penalty_gamma)
+        sweep.sweep_step(generator, discriminator, g_optimizer, d_optimizer, real, torch.stack(noise), penalty_gamma)
     for run, (reference_g, reference_d, _, _) in enumerate(references):
         torch.testing.assert_close(generator[2][run], reference_g.gen[2].weight.T, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(discriminator[0][run], reference_d.disc[0].weight.T, rtol=1e-4, atol=1e-6)
-    # The two settings really trained differently.
+    # The two runs really trained apart.
     assert not torch.allclose(generator[2][0], generator[2][1], atol=1e-6)
 
 
-def test_betas_sweep_reports_every_setting(tiny_mnist, tmp_path):
-    output = run_tool("betas_sweep.py", "--betas", "0.5,0.999", "0,0.999", "--seeds", "0", "--max-steps", "2",
-                      "--samples", "50", "--device", "cpu", "--data-dir", tiny_mnist, "--cache-dir", tmp_path,
-                      "--classifier-epochs", "1")
+def test_the_sweep_packs_images_side_by_side_and_penalises_r1_alone_when_asked():
+    import sweep
+
+    images = torch.arange(2 * 6 * 3.0).reshape(2, 6, 3)
+    pairs = sweep.packed(images, 2)
+    assert pairs.shape == (2, 3, 6) and torch.equal(pairs[1, 2], torch.cat([images[1, 4], images[1, 5]]))
+    results = []
+    for r2 in (True, False):
+        generator, discriminator = sweep.stacked_networks([0], torch.device("cpu"), pack=2)
+        assert discriminator[0].shape == (1, 2 * 784, 256)
+        optimizers = [torch.optim.SGD(weights, lr=0.1) for weights in (generator, discriminator)]
+        torch.manual_seed(0)
+        sweep.sweep_step(generator, discriminator, *optimizers, torch.rand(1, 8, 784), torch.randn(1, 8, 100),
+                         penalty_gamma=10.0, r2=r2, pack=2)
+        results.append(discriminator[0].detach().clone())
+    assert not torch.equal(*results)  # R2 is part of the penalty only when asked
+
+
+def test_the_sweep_reports_every_setting(tiny_mnist, tmp_path):
+    output = run_tool("sweep.py", "--settings", "gamma=0", "gamma=1 every=2 pack=2", "--seeds", "0",
+                      "--max-steps", "2", "--samples", "50", "--device", "cpu", "--data-dir", tiny_mnist,
+                      "--cache-dir", tmp_path, "--classifier-epochs", "1")
     assert "2 runs (2 settings x 1 seeds)" in output
-    for betas in ("0.5 0.999", "0 0.999"):
-        assert re.search(rf"^{betas} +[\d.]+ \[ *[\d.]+ \.\. *[\d.]+\] +[\d.]+% +[\d.]+% +[\d.]+% +\d+ of 1$",
-                         output, re.MULTILINE), output
+    for setting in ("gamma=0", "gamma=1 every=2 pack=2"):
+        assert re.search(rf"^{setting} +[\d.]+ \[ *[\d.]+ \.\. *[\d.]+\] +[\d.]+% +[\d.]+% +[\d.]+% +\d+ of 1 "
+                         rf"+[\d.]+ ms$", output, re.MULTILINE), output
+
+
+def test_the_sweep_refuses_an_unknown_setting():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--settings", "gamma=1 lr=3"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "key=value" in result.stderr

@@ -48,11 +48,16 @@ def assert_one_line_error(result, *words):
 
 
 # ---- Repeatable and resumable ---------------------------------------------------------
+# A penalty every 3rd step: steps 0, 3 and 6 of these 8-step runs take it, one of
+# them right where the mid-epoch resume below picks up.
+PENALTY_OFTEN = ["--gp-gamma", "1", "--gp-every", "3"]
+
+
 def test_same_seed_repeats_exactly_on_cpu(tiny_mnist, tmp_path):
-    first = train(tiny_mnist, tmp_path / "a", "--epochs", "2")
-    second = train(tiny_mnist, tmp_path / "b", "--epochs", "2")
+    first = train(tiny_mnist, tmp_path / "a", "--epochs", "2", *PENALTY_OFTEN)
+    second = train(tiny_mnist, tmp_path / "b", "--epochs", "2", *PENALTY_OFTEN)
     assert_same_run(first, second)
-    other_seed = train(tiny_mnist, tmp_path / "c", "--epochs", "2", "--seed", "1")
+    other_seed = train(tiny_mnist, tmp_path / "c", "--epochs", "2", *PENALTY_OFTEN, "--seed", "1")
     assert not torch.equal(first["generator"]["gen.0.weight"], other_seed["generator"]["gen.0.weight"])
 
 
@@ -83,10 +88,12 @@ def test_resume_after_an_epoch_matches_a_straight_run(tiny_mnist, tmp_path):
 
 
 def test_resume_from_the_middle_of_an_epoch_matches_a_straight_run(tiny_mnist, tmp_path):
-    straight = train(tiny_mnist, tmp_path / "straight", "--epochs", "2")
-    train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--max-steps", "6")  # stops in epoch 2
-    resumed = train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--resume")
+    straight = train(tiny_mnist, tmp_path / "straight", "--epochs", "2", *PENALTY_OFTEN)
+    train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--max-steps", "6", *PENALTY_OFTEN)  # stops in epoch 2
+    resumed = train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--resume", *PENALTY_OFTEN)
     assert_same_run(straight, resumed)
+    without_penalty = train(tiny_mnist, tmp_path / "no_penalty", "--epochs", "2", "--gp-gamma", "0")
+    assert not torch.equal(straight["discriminator"]["disc.0.weight"], without_penalty["discriminator"]["disc.0.weight"])
     assert (tmp_path / "split" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
 
 
@@ -102,11 +109,24 @@ def finished_run(tmp_path_factory):
 def test_resume_refuses_a_changed_model_or_batch_size(finished_run):
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    for flag, value in [("--hidden-dim", "128"), ("--batch-size", "32"), ("--z-dim", "10")]:
+    for flag, value in [("--hidden-dim", "128"), ("--batch-size", "32"), ("--z-dim", "10"), ("--gp-gamma", "5.0")]:
         result = run_script("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
                             *TINY_RUN_FLAGS, flag, value)
         assert_one_line_error(result, flag, value)
     assert snapshot(out_dir) == before
+
+
+def test_a_checkpoint_from_before_the_penalty_resumes_without_it(tiny_mnist, tmp_path):
+    out_dir = tmp_path / "old"
+    saved = train(tiny_mnist, out_dir, "--epochs", "1", "--gp-gamma", "0", "--gp-every", "1")
+    for name in ("gp_gamma", "gp_every"):  # what a checkpoint of the earlier script holds
+        del saved["config"][name]
+    torch.save(saved, out_dir / "checkpoint.pt")
+    refused = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, "--resume", "--epochs", "2",
+                         *TINY_RUN_FLAGS, "--gp-gamma", "1")
+    assert_one_line_error(refused, "--gp-gamma 0.0")
+    resumed = train(tiny_mnist, out_dir, "--epochs", "2", "--resume", "--gp-gamma", "0", "--gp-every", "1")
+    assert resumed["step"] == 8
 
 
 def test_resuming_a_finished_run_says_so(finished_run):
@@ -126,19 +146,27 @@ def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run):
     assert snapshot(out_dir) == before
 
 
-# ---- Ctrl-C ------------------------------------------------------------------------------
-def test_ctrl_c_saves_then_resume_finishes(tiny_mnist, tmp_path):
-    out_dir = tmp_path / "out"
+# ---- Ctrl-C and SIGTERM --------------------------------------------------------------
+def start_long_run(data, out_dir, *extra):
+    """A run that would go on for ages, returned once its first epoch is logged."""
     process = subprocess.Popen(
-        [sys.executable, "-u", str(SCRIPT), "--data-dir", str(tiny_mnist), "--out-dir", str(out_dir),
-         "--epochs", "100000", *TINY_RUN_FLAGS],
+        [sys.executable, "-u", str(SCRIPT), "--data-dir", str(data), "--out-dir", str(out_dir),
+         "--epochs", "100000", *TINY_RUN_FLAGS, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:  # wait until training is under way
         if line.startswith("epoch"):
             break
-    process.send_signal(signal.SIGINT)
+    return process
+
+
+@pytest.mark.parametrize("stop_signal, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_saves_then_resume_finishes(tiny_mnist, tmp_path, stop_signal, exit_code):
+    out_dir = tmp_path / "out"
+    process = start_long_run(tiny_mnist, out_dir)
+    process.send_signal(stop_signal)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == exit_code, stderr
     assert "Traceback" not in stderr
     assert "--resume" in stdout
     saved = load(out_dir)
@@ -151,6 +179,116 @@ def test_ctrl_c_saves_then_resume_finishes(tiny_mnist, tmp_path):
     resumed = train(tiny_mnist, out_dir, "--epochs", str(finish_at), "--resume")
     assert resumed["epoch"] == finish_at and resumed["step"] == 4 * finish_at
     assert len(resumed["history"]) == resumed["step"]
+
+
+# ---- Faults during a run: one line, no temporary file, the last checkpoint kept --------
+def run_with(setup, *args, limits=None):
+    """Run gan_mnist.main(ARGS) in a child process after `setup` (Python source) has run there."""
+    code = (f"import sys; sys.path.insert(0, {str(SCRIPT.parent)!r}); import gan_mnist\n{setup}\n"
+            f"gan_mnist.main({[str(arg) for arg in args]!r})")
+
+    def apply_limits():
+        import resource
+        for limit, value in (limits or {}).items():
+            resource.setrlimit(limit, (value, value))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          preexec_fn=apply_limits)
+
+
+def assert_resumes_exactly_after_a_fault(data, tmp_path, out_dir):
+    """The checkpoint left after a fault is epoch 1's, whole, and resumes to the end of a straight run."""
+    assert not list(out_dir.rglob("*.tmp"))
+    assert load(out_dir)["step"] == 4
+    resumed = train(data, out_dir, "--epochs", "3", "--resume")
+    assert_same_run(train(data, tmp_path / "straight", "--epochs", "3"), resumed)
+
+
+def test_a_file_size_limit_mid_run_keeps_the_last_checkpoint(tiny_mnist, tmp_path):
+    import resource
+
+    out_dir = tmp_path / "out"
+    train(tiny_mnist, out_dir, "--epochs", "1")
+    # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG; the
+    # checkpoint (megabytes) cannot be written, the pictures (kilobytes) can.
+    result = run_with("", "--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "3", "--resume",
+                      *TINY_RUN_FLAGS, limits={resource.RLIMIT_FSIZE: 500_000})
+    assert_one_line_error(result, f"cannot write {out_dir / 'checkpoint.pt'}", "size limit", "--resume")
+    assert_resumes_exactly_after_a_fault(tiny_mnist, tmp_path, out_dir)
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tiny_mnist, tmp_path):
+    out_dir = tmp_path / "out"
+    train(tiny_mnist, out_dir, "--epochs", "1")
+    # The second checkpoint's write fills the disk part-way through its temporary file.
+    disk_fills = ("import errno, pathlib\nwrite = pathlib.Path.write_bytes\n"
+                  "def full_disk(path, data):\n"
+                  "    if not path.name.endswith('.tmp'):\n"
+                  "        return write(path, data)\n"
+                  "    write(path, bytes(data)[:1000])\n"
+                  "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+                  "pathlib.Path.write_bytes = full_disk")
+    result = run_with(disk_fills, "--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "3", "--resume",
+                      *TINY_RUN_FLAGS)
+    assert_one_line_error(result, "checkpoint.pt", "the disk is full", "--resume")
+    assert_resumes_exactly_after_a_fault(tiny_mnist, tmp_path, out_dir)
+
+
+def test_running_out_of_memory_while_building_the_networks_gets_one_line(tiny_mnist, tmp_path):
+    import resource
+
+    # 100 x 10^8 weights in G's first layer alone: 40 GB, more than the 8 GB this child may have.
+    result = run_with("", "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--hidden-dim", "100000000",
+                      *TINY_RUN_FLAGS, limits={resource.RLIMIT_AS: 8 * 2**30})
+    assert_one_line_error(result, "memory ran out during building the networks", "--hidden-dim",
+                          "--batch-size", "--device cpu")
+
+
+def test_running_out_of_memory_in_a_step_keeps_the_last_checkpoint(tiny_mnist, tmp_path):
+    out_dir = tmp_path / "out"
+    # The 7th step (in epoch 2) runs out of GPU memory, as a too-large model would.
+    step_runs_out = ("import torch\nloss, calls = gan_mnist.discriminator_loss, []\n"
+                     "def hungry(*args):\n"
+                     "    calls.append(1)\n"
+                     "    if len(calls) == 7:\n"
+                     "        raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')\n"
+                     "    return loss(*args)\n"
+                     "gan_mnist.discriminator_loss = hungry")
+    result = run_with(step_runs_out, "--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "3",
+                      *TINY_RUN_FLAGS)
+    assert_one_line_error(result, "memory ran out during a training step", "CUDA out of memory",
+                          f"{out_dir}/ is kept")
+    assert_resumes_exactly_after_a_fault(tiny_mnist, tmp_path, out_dir)
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(tiny_mnist, tmp_path):
+    out_dir = tmp_path / "out"
+    first = start_long_run(tiny_mnist, out_dir)
+    try:
+        second = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, "--overwrite", *TINY_RUN_FLAGS)
+        assert_one_line_error(second, "another run is training", str(out_dir), "--out-dir")
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert load(out_dir)["step"] >= 4  # its checkpoint, not the second run's fresh start
+
+
+def test_an_output_folder_deleted_mid_run_is_made_again(tiny_mnist, tmp_path):
+    import shutil
+
+    out_dir = tmp_path / "out"
+    process = start_long_run(tiny_mnist, out_dir)
+    shutil.rmtree(out_dir)
+    for line in process.stdout:  # the next epoch's files land in a new folder
+        if line.startswith("epoch"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert load(out_dir)["step"] >= 8
+    assert (out_dir / "losses.png").is_file()
 
 
 # ---- --generate ----------------------------------------------------------------------
@@ -240,7 +378,7 @@ def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_p
 
 
 @pytest.mark.parametrize("mode", ["--resume", "--generate"])
-@pytest.mark.parametrize("problem", ["missing", "unreadable", "not_ours"])
+@pytest.mark.parametrize("problem", ["missing", "unreadable", "not_ours", "another_version"])
 def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -249,11 +387,14 @@ def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
         checkpoint.write_bytes(b"\x00garbage" * 100)
     elif problem == "not_ours":
         torch.save({"state_dict": {"weight": torch.zeros(2)}}, checkpoint)
+    elif problem == "another_version":
+        torch.save({"format": "gan_mnist checkpoint v99", "generator": {}}, checkpoint)
     before = snapshot(out_dir)
     flags = ["--resume", "--epochs", "2", *TINY_RUN_FLAGS] if mode == "--resume" else ["--generate", "8"]
     result = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
     words = {"missing": ["no checkpoint", str(checkpoint)], "unreadable": ["cannot read", str(checkpoint)],
-             "not_ours": ["not a gan_mnist checkpoint", str(checkpoint)]}[problem]
+             "not_ours": ["not a gan_mnist checkpoint", str(checkpoint)],
+             "another_version": ["another version of gan_mnist.py", "v99", "--overwrite"]}[problem]
     assert_one_line_error(result, *words)
     assert snapshot(out_dir) == before
 

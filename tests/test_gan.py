@@ -181,7 +181,7 @@ def test_the_readmes_article_map_points_at_the_right_lines():
 def test_the_cuda_graph_takes_the_same_steps_as_train_step():
     device = torch.device("cuda")
     shuffle = torch.Generator().manual_seed(1)
-    sizes = [128] * 8 + [40] + [128] * 3  # recorded at the 4th step; a smaller last batch runs as written
+    sizes = [128] * 8 + [40] + [128] * 7  # recorded at the 4th step; a smaller last batch runs as written
     batches = [(torch.rand(size, 784, generator=shuffle) * 2 - 1).to(device) for size in sizes]
     runs = []
     for use_cuda_graph in (False, True):
@@ -189,8 +189,80 @@ def test_the_cuda_graph_takes_the_same_steps_as_train_step():
         generator, discriminator = gan_mnist.Generator().to(device), gan_mnist.Discriminator().to(device)
         optimizers = gan_mnist.make_optimizers(generator, discriminator, 2e-4, (0.5, 0.999))
         take_step = gan_mnist.make_step_function(generator, discriminator, *optimizers, 128, use_cuda_graph)
-        metrics = torch.stack([take_step(batch) for batch in batches])
+        # The penalty every 4th step: a second graph, recorded at its second use.
+        metrics = torch.stack([take_step(batch, gan_mnist.penalty_for_step(step, 1.0, 4))
+                               for step, batch in enumerate(batches)])
         runs.append([metrics, *generator.parameters(), *discriminator.parameters()])
-    assert isinstance(take_step, gan_mnist.CudaGraphStep) and take_step.graph is not None
+    assert isinstance(take_step, gan_mnist.CudaGraphStep) and sorted(take_step.graphs) == [0.0, 4.0]
     for as_written, replayed in zip(*runs):
         torch.testing.assert_close(replayed, as_written, rtol=1e-4, atol=1e-5)
+
+
+# ---- The gradient penalty ----------------------------------------------------------------
+def train_step_before_the_penalty(generator, discriminator, g_optimizer, d_optimizer, real_images):
+    """train_step as it was before the gradient penalty existed, word for word."""
+    z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)
+    fake_images = generator(z)
+    logits = discriminator(torch.cat([real_images, fake_images.detach()]))
+    real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
+    d_loss = gan_mnist.discriminator_loss(real_logits, fake_logits)
+    d_optimizer.zero_grad()
+    d_loss.backward()
+    d_optimizer.step()
+    discriminator.requires_grad_(False)
+    g_loss = gan_mnist.generator_loss(discriminator(fake_images))
+    g_optimizer.zero_grad()
+    g_loss.backward()
+    g_optimizer.step()
+    discriminator.requires_grad_(True)
+    return torch.stack([d_loss, g_loss, torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()]).detach()
+
+
+def run_steps(step_function, penalties, seed=0):
+    models = make_models(seed)
+    batches = torch.rand(len(penalties), 32, 784, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    torch.manual_seed(9)
+    metrics = [step_function(*models, batch, *penalty) for batch, penalty in zip(batches, penalties)]
+    return torch.stack(metrics), [p.detach().clone() for model in models[:2] for p in model.parameters()]
+
+
+def test_a_penalty_of_zero_is_exactly_the_step_without_one():
+    before_metrics, before_weights = run_steps(train_step_before_the_penalty, [()] * 6)
+    metrics, weights = run_steps(gan_mnist.train_step, [(0.0,)] * 6)
+    assert torch.equal(metrics, before_metrics)
+    assert all(torch.equal(a, b) for a, b in zip(weights, before_weights))
+    # ...and a penalty really changes the step.
+    _, penalised = run_steps(gan_mnist.train_step, [(8.0,)] * 6)
+    assert not all(torch.equal(a, b) for a, b in zip(weights, penalised))
+
+
+def test_the_gradient_penalty_matches_a_hand_computed_value():
+    # D(x) = w2 . leaky_relu(W1 x + b1) + b2, with two pixels and two hidden units.
+    discriminator = gan_mnist.Discriminator(image_dim=2, hidden_dim=2)
+    with torch.no_grad():
+        discriminator.disc[0].weight.copy_(torch.tensor([[1.0, 2.0], [-3.0, 1.0]]))
+        discriminator.disc[0].bias.zero_()
+        discriminator.disc[2].weight.copy_(torch.tensor([[2.0, -1.0]]))
+        discriminator.disc[2].bias.zero_()
+    # Real image (1, 1): both hidden units are 3 and -2, slopes 1 and 0.2, so the
+    # gradient is 2 * 1 * (1, 2) + (-1) * 0.2 * (-3, 1) = (2.6, 3.8), squared norm 21.2.
+    # Fake image (-1, 1): hidden 1 and 4, both slopes 1: 2 * (1, 2) - (-3, 1) = (5, 3), squared norm 34.
+    images = torch.tensor([[1.0, 1.0], [-1.0, 1.0]], requires_grad=True)
+    penalty = gan_mnist.gradient_penalty(discriminator(images), images, gamma=0.5)
+    assert penalty.item() == pytest.approx(0.5 / 2 * (21.2 + 34.0))
+    # It is differentiable with respect to D's weights: that is how it trains D.
+    penalty.backward()
+    assert discriminator.disc[0].weight.grad.abs().sum() > 0
+
+
+def test_the_penalty_is_lazy_every_few_steps_and_made_stronger_to_match():
+    assert [gan_mnist.penalty_for_step(step, 2.0, 4) for step in range(9)] == [8, 0, 0, 0, 8, 0, 0, 0, 8]
+    assert [gan_mnist.penalty_for_step(step, 2.0, 1) for step in range(3)] == [2, 2, 2]
+    assert [gan_mnist.penalty_for_step(step, 0.0, 1) for step in range(3)] == [0, 0, 0]
+
+
+def test_the_penalty_flags_override_the_constants_and_zero_is_the_article():
+    args = gan_mnist.parse_args(["--gp-gamma", "0", "--gp-every", "3"])
+    assert (args.gp_gamma, args.gp_every) == (0.0, 3)
+    defaults = gan_mnist.parse_args([])
+    assert (defaults.gp_gamma, defaults.gp_every) == (gan_mnist.GP_GAMMA, gan_mnist.GP_EVERY)
