@@ -22,6 +22,7 @@ import functools
 import io
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -730,6 +731,9 @@ def prepare_out_dir(args):
     return out_dir
 
 
+HELD_LOCKS = []  # open handles of the folders this run has locked
+
+
 def lock_out_dir(out_dir):
     """One run per folder: a second run started in it would overwrite the first's
     files. The lock is the operating system's, on the folder itself: no lock
@@ -744,9 +748,6 @@ def lock_out_dir(out_dir):
         raise RunError(f"another run is training in {out_dir}/ right now. Let it finish (or stop it with Ctrl-C), "
                        f"or start a second run elsewhere with --out-dir") from None
     HELD_LOCKS.append(handle)  # held until this process ends
-
-
-HELD_LOCKS = []
 
 
 def clear_earlier_run(out_dir):
@@ -864,15 +865,21 @@ def is_out_of_memory(error):
 
 
 def out_of_memory_error(error, args):
-    """One line for an out-of-memory error: what was running, and what to try."""
+    """One line for an out-of-memory error: what was running, how much it asked for, and what to try."""
     work = "the run"
     for frame, _ in traceback.walk_tb(error.__traceback__):  # outermost first: the innermost match wins
         if frame.f_globals.get("__name__") == __name__:
             name = getattr(frame.f_code, "co_qualname", frame.f_code.co_name).split(".")[0]
             work = MEMORY_HUNGRY_WORK.get(name, work)
-    return RunError(f"memory ran out during {work} ({first_line(error)[:80]}). Try a smaller --hidden-dim "
-                    f"(now {args.hidden_dim}) or --batch-size (now {args.batch_size}), --device cpu, or close other "
-                    f"programs; the last whole checkpoint in {args.out_dir}/ is kept")
+    asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGT]iB)", str(error))
+    if asked:
+        work += f" (it asked for {int(asked[1]) / 2**30:.1f} GiB more)" if asked[1] else f" (it asked for {asked[2]} more)"
+    on_gpu = isinstance(error, torch.OutOfMemoryError) and "CUDA" in str(error)
+    kept = (f"; the last whole checkpoint in {args.out_dir}/ is kept"
+            if (Path(args.out_dir) / "checkpoint.pt").is_file() else "")
+    return RunError(f"memory ran out during {work}. Try a smaller --hidden-dim (now {args.hidden_dim}) or "
+                    f"--batch-size (now {args.batch_size}), " + ("--device cpu, " if on_gpu else "")
+                    + f"or close other programs{kept}")
 
 
 def first_line(error):

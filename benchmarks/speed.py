@@ -175,8 +175,8 @@ def own_peak_rss():
         return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
-def spread(values, unit=""):
-    return f"{statistics.median(values):,.1f}{unit} [{min(values):,.1f} .. {max(values):,.1f}]"
+def spread(values, unit="", digits=1):
+    return f"{statistics.median(values):,.{digits}f}{unit} [{min(values):,.{digits}f} .. {max(values):,.{digits}f}]"
 
 
 def main(argv=None):
@@ -238,7 +238,7 @@ def main(argv=None):
     if "B0" in results:
         costs = [without[0] / b[0] for without, b in zip(results["B0"], results["B"])]
         print(f"the gradient penalty's cost (every {gan_mnist.GP_EVERY} steps): B's step takes "
-              f"{spread(costs, 'x')} the time of B's without it")
+              f"{spread(costs, 'x', digits=2)} the time of B's without it")
     if "B-" in results:
         graph_gains = [b[0] / eager[0] for eager, b in zip(results["B-"], results["B"])]
         print(f"the CUDA graph's share: B is {spread(graph_gains, 'x')} as fast as B without it")
