@@ -54,8 +54,8 @@ LR = 2e-4  # Adam's learning rate for both networks (--lr)
 BETAS = (0.0, 0.999)  # Adam's moment decay; 0.0 (no momentum) won our measurements, the article keeps 0.9 (--betas)
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
-GP_GAMMA = 10.0  # strength of the gradient penalty on D's slopes, chosen by measurement; 0.0 is the article's loss (--gp-gamma)
-GP_EVERY = 8  # apply that penalty on one step in this many, this many times as strong: as good, far cheaper (--gp-every)
+GP_GAMMA = 10.0  # gradient penalty on D's slopes, chosen by measurement; 0.0 is the article's loss (--gp-gamma)
+GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: as good, cheaper (--gp-every)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
@@ -655,7 +655,8 @@ class CudaGraphStep:
 
 
 # ---------------------------------------------------------------------------
-# The dependable parts: checkpoints, resume, Ctrl-C, generate, clear errors.
+# The dependable parts: checkpoints, resume, Ctrl-C and SIGTERM, generate,
+# one-line errors for bad input and for faults during a run.
 # Not part of the GAN; kept here, out of the lesson's way.
 # ---------------------------------------------------------------------------
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v1"
@@ -873,7 +874,8 @@ def out_of_memory_error(error, args):
             work = MEMORY_HUNGRY_WORK.get(name, work)
     asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGT]iB)", str(error))
     if asked:
-        work += f" (it asked for {int(asked[1]) / 2**30:.1f} GiB more)" if asked[1] else f" (it asked for {asked[2]} more)"
+        amount = f"{int(asked[1]) / 2**30:.1f} GiB" if asked[1] else asked[2]
+        work += f" (it asked for {amount} more)"
     on_gpu = isinstance(error, torch.OutOfMemoryError) and "CUDA" in str(error)
     kept = (f"; the last whole checkpoint in {args.out_dir}/ is kept"
             if (Path(args.out_dir) / "checkpoint.pt").is_file() else "")

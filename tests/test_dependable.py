@@ -1,6 +1,7 @@
 """Dependable runs: repeatable seeds, exact resume, Ctrl-C, --generate, and a
 one-line answer to every bad input. Each test runs the script as a user would."""
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -43,8 +44,12 @@ def run_main(capsys, *args):
     refused before any training, where a new interpreter would only add start-up time."""
     import gan_mnist
 
-    with pytest.raises(SystemExit) as exited:
-        gan_mnist.main([str(arg) for arg in args])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            gan_mnist.main([str(arg) for arg in args])
+    finally:
+        while gan_mnist.HELD_LOCKS:  # as the process's end would: free its output folder for later runs
+            os.close(gan_mnist.HELD_LOCKS.pop())
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
@@ -103,8 +108,6 @@ def test_resume_from_the_middle_of_an_epoch_matches_a_straight_run(tiny_mnist, t
     train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--max-steps", "6", *PENALTY_OFTEN)  # stops in epoch 2
     resumed = train(tiny_mnist, tmp_path / "split", "--epochs", "2", "--resume", *PENALTY_OFTEN)
     assert_same_run(straight, resumed)
-    without_penalty = train(tiny_mnist, tmp_path / "no_penalty", "--epochs", "2", "--gp-gamma", "0")
-    assert not torch.equal(straight["discriminator"]["disc.0.weight"], without_penalty["discriminator"]["disc.0.weight"])
     assert (tmp_path / "split" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
 
 
@@ -117,42 +120,42 @@ def finished_run(tmp_path_factory):
     return data, out_dir
 
 
-def test_resume_refuses_a_changed_model_or_batch_size(finished_run):
+def test_resume_refuses_a_changed_model_or_batch_size(finished_run, capsys):
     data, out_dir = finished_run
     before = snapshot(out_dir)
     for flag, value in [("--hidden-dim", "128"), ("--batch-size", "32"), ("--z-dim", "10"), ("--gp-gamma", "5.0")]:
-        result = run_script("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
+        result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
                             *TINY_RUN_FLAGS, flag, value)
         assert_one_line_error(result, flag, value)
     assert snapshot(out_dir) == before
 
 
-def test_a_checkpoint_from_before_the_penalty_resumes_without_it(tiny_mnist, tmp_path):
+def test_a_checkpoint_from_before_the_penalty_resumes_without_it(tiny_mnist, tmp_path, capsys):
     out_dir = tmp_path / "old"
     saved = train(tiny_mnist, out_dir, "--epochs", "1", "--gp-gamma", "0", "--gp-every", "1")
     for name in ("gp_gamma", "gp_every"):  # what a checkpoint of the earlier script holds
         del saved["config"][name]
     torch.save(saved, out_dir / "checkpoint.pt")
-    refused = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, "--resume", "--epochs", "2",
+    refused = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", out_dir, "--resume", "--epochs", "2",
                          *TINY_RUN_FLAGS, "--gp-gamma", "1")
     assert_one_line_error(refused, "--gp-gamma 0.0")
     resumed = train(tiny_mnist, out_dir, "--epochs", "2", "--resume", "--gp-gamma", "0", "--gp-every", "1")
     assert resumed["step"] == 8
 
 
-def test_resuming_a_finished_run_says_so(finished_run):
+def test_resuming_a_finished_run_says_so(finished_run, capsys):
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    result = run_script("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "1", *TINY_RUN_FLAGS)
+    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "1", *TINY_RUN_FLAGS)
     assert result.returncode == 0
     assert "finished" in result.stdout and "--epochs" in result.stdout
     assert snapshot(out_dir) == before
 
 
-def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run):
+def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run, capsys):
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    result = run_script("--data-dir", data, "--out-dir", out_dir, "--epochs", "1", *TINY_RUN_FLAGS)
+    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--epochs", "1", *TINY_RUN_FLAGS)
     assert_one_line_error(result, "--resume", "--overwrite")
     assert snapshot(out_dir) == before
 
@@ -366,12 +369,12 @@ def test_a_missing_gpu_gets_one_line(finished_run, capsys, device):
     assert snapshot(out_dir) == before
 
 
-def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_path):
+def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_path, capsys):
     _, out_dir = finished_run
     before = snapshot(out_dir)
     # No network here (or a blocked one): the download fails, and the message says what to do.
-    result = run_script("--data-dir", tmp_path / "empty", "--out-dir", out_dir, "--overwrite", "--device", "cpu",
-                        timeout=600)
+    result = run_main(capsys, "--data-dir", tmp_path / "empty", "--out-dir", out_dir, "--overwrite",
+                      "--device", "cpu", "--max-steps", "1")
     if result.returncode == 0:
         pytest.skip("MNIST could be downloaded: this machine has a network")
     assert_one_line_error(result, str(tmp_path / "empty" / "MNIST" / "raw"), "train-images-idx3-ubyte",
@@ -380,7 +383,7 @@ def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not_idx"])
-def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, damage):
+def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, capsys, damage):
     _, out_dir = finished_run
     data = make_tiny_mnist(tmp_path / "data")
     images = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -389,22 +392,22 @@ def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, damage):
     else:
         images.write_text("<html>404 Not Found</html>" * 100)
     before = snapshot(out_dir)
-    result = run_script("--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", "cpu")
+    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", "cpu")
     assert_one_line_error(result, str(images), "truncated or not an MNIST IDX file")
     assert snapshot(out_dir) == before
 
 
-def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_path):
+def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")  # a folder cannot be made inside a file, even by root
-    result = run_script("--data-dir", tiny_mnist, "--out-dir", blocker / "outputs", "--device", "cpu")
+    result = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", blocker / "outputs", "--device", "cpu")
     assert_one_line_error(result, "cannot write", str(blocker / "outputs"), "--out-dir")
     assert blocker.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("mode", ["--resume", "--generate"])
 @pytest.mark.parametrize("problem", ["missing", "unreadable", "not_ours", "another_version"])
-def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
+def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, capsys, mode, problem):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     checkpoint = out_dir / "checkpoint.pt"
@@ -416,7 +419,7 @@ def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
         torch.save({"format": "gan_mnist checkpoint v99", "generator": {}}, checkpoint)
     before = snapshot(out_dir)
     flags = ["--resume", "--epochs", "2", *TINY_RUN_FLAGS] if mode == "--resume" else ["--generate", "8"]
-    result = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
+    result = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
     words = {"missing": ["no checkpoint", str(checkpoint)], "unreadable": ["cannot read", str(checkpoint)],
              "not_ours": ["not a gan_mnist checkpoint", str(checkpoint)],
              "another_version": ["another version of gan_mnist.py", "v99", "--overwrite"]}[problem]
