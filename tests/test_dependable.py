@@ -343,6 +343,9 @@ BAD_SETTINGS = [
     (["--lr", "nan"], ["--lr"]),
     (["--betas", "1.0", "0.999"], ["--betas", "[0, 1)"]),
     (["--betas", "0.5", "-0.1"], ["--betas"]),
+    (["--gp-gamma", "-1"], ["--gp-gamma", "at least 0"]),
+    (["--gp-gamma", "inf"], ["--gp-gamma"]),
+    (["--gp-every", "0"], ["--gp-every"]),
     (["--device", "tpu"], ["--device", "tpu"]),
     (["--generate", "0"], ["--generate"]),
 ]
