@@ -204,27 +204,6 @@ def discriminator_loss(real_logits, fake_logits):
     return real_loss + fake_loss
 
 
-def gradient_penalty(logits, images, gamma):
-    """R1 + R2 (Mescheder et al. 2018): gamma/2 times the mean squared slope of D's
-    logit at the real images (R1) plus the same at the generated ones (R2).
-
-    Without it D can grow steep cliffs next to the digits it has learned to
-    reject, and their gradient herds the generator towards a few digits it
-    can draw safely. A gentle slope near the data keeps every digit in reach.
-    Each logit depends on its own image alone, so the gradient of their sum
-    gives every image its own slope.
-    """
-    (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
-    real_slopes, fake_slopes = slopes.square().sum(dim=1).chunk(2)
-    return gamma / 2 * (real_slopes.mean() + fake_slopes.mean())
-
-
-def penalty_for_step(step, gamma, every):
-    """Lazy regularisation (Karras et al. 2020, StyleGAN2): the penalty on one
-    step in `every`, `every` times as strong, steers D as much for a fraction of the work."""
-    return gamma * every if gamma > 0 and step % every == 0 else 0.0
-
-
 def generator_loss(fake_logits):
     """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every
     fake, that curve is flat, and G learns nothing; so, as Goodfellow et al.
@@ -258,9 +237,9 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     # detach(): this update is D's alone, so no gradient flows back into G.
     # Real and fake go through D as one batch: the same numbers as two calls
     # (D has no BatchNorm to mix them), with one pass instead of two.
-    # On penalty steps D also pays gamma/2 * (|slope of D at x|^2 + |slope at G(z)|^2),
-    # which keeps it from building cliffs that herd G into a few digits
-    # (gradient_penalty); the slope is taken with respect to the images, so they need gradients.
+    # On penalty steps D also pays gamma/2 (|slope of D at x|^2 + |slope at G(z)|^2), so it
+    # cannot build cliffs that herd G into a few digits (gradient_penalty, after 5.6);
+    # the slope is with respect to the images, so they need gradients.
     d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
     logits = discriminator(d_inputs)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
@@ -382,6 +361,31 @@ def check_finite(epoch_metrics, step, lr):
         raise RunError(f"the loss became NaN or infinite at step {bad_step}, so training stopped; the last "
                        f"checkpoint written before it is kept. Try a smaller learning rate, e.g. --lr {lr / 10:g}",
                        exit_code=1)
+
+
+# ---------------------------------------------------------------------------
+# Beyond the article: a gradient penalty for the discriminator
+# (train_step adds it to D's loss; GP_GAMMA = 0 gives the article's loss exactly)
+# ---------------------------------------------------------------------------
+def gradient_penalty(logits, images, gamma):
+    """R1 + R2 (Mescheder et al. 2018): gamma/2 times the mean squared slope of D's
+    logit at the real images (R1) plus the same at the generated ones (R2).
+
+    Without it D can grow steep cliffs next to the digits it has learned to
+    reject, and their gradient herds the generator towards a few digits it
+    can draw safely. A gentle slope near the data keeps every digit in reach.
+    Each logit depends on its own image alone, so the gradient of their sum
+    gives every image its own slope.
+    """
+    (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
+    real_slopes, fake_slopes = slopes.square().sum(dim=1).chunk(2)
+    return gamma / 2 * (real_slopes.mean() + fake_slopes.mean())
+
+
+def penalty_for_step(step, gamma, every):
+    """Lazy regularisation (Karras et al. 2020, StyleGAN2): the penalty on one
+    step in `every`, `every` times as strong, steers D as much for a fraction of the work."""
+    return gamma * every if gamma > 0 and step % every == 0 else 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -860,9 +864,9 @@ MEMORY_HUNGRY_WORK = {"load_mnist": "loading MNIST", "Generator": "building the 
 
 
 def is_out_of_memory(error):
+    message = str(error).lower()  # the CPU allocator says "can't allocate memory", CUDA "out of memory"
     return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(error, RuntimeError) and any(words in str(error) for words in
-                                                ("can't allocate memory", "out of memory", "Out of memory")))
+        isinstance(error, RuntimeError) and ("can't allocate memory" in message or "out of memory" in message))
 
 
 def out_of_memory_error(error, args):
