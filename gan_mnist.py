@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 try:
@@ -35,10 +36,10 @@ try:
 except ImportError:
     fcntl = None
 
+import numpy as np  # comes with torch and matplotlib; the pictures are drawn from NumPy arrays
 import torch
 import torch.nn as nn
 import torchvision
-from torchvision.utils import make_grid
 
 # The article imports matplotlib.pyplot. We draw on Figure objects instead:
 # they render straight to files, need no window, and keep no global state.
@@ -266,6 +267,8 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
 
 METRIC_NAMES = ["d_loss", "g_loss", "d_x", "d_g_z"]
 PROGRESS_EVERY = 20  # steps between progress-line updates and checks for NaN
+LOSS_PLOT_EVERY = 5  # epochs between redraws of losses.png (and always at the end, or a stop)
+EVALUATION_SIZE = 1000  # held-out real digits, and as many generated ones, for the end-of-run pictures
 
 
 def train(args):
@@ -279,6 +282,7 @@ def train(args):
 
     torch.manual_seed(args.seed)
     images = load_mnist(args.data_dir, train=True).to(device)
+    test_images = load_mnist(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)  # never trained on
     dataloader = make_dataloader(images, args.batch_size, args.seed)
     if not resumed:
         clear_earlier_run(out_dir)  # only now: a bad input above leaves earlier work intact
@@ -297,15 +301,19 @@ def train(args):
     # One noise batch, drawn once: every grid shows the same 64 z's, so the
     # grids are frames of one film and you can watch each digit take shape.
     fixed_noise = torch.randn(GRID_SIZE, args.z_dim, device=device)
+    evaluation_noise = make_evaluation_noise(args.z_dim, args.seed, device)
     history = torch.empty(0, len(METRIC_NAMES))  # one row per step, for the plot and the CSV
+    d_scores = {}  # D's verdicts on real and generated digits at a few moments, for d_scores.png
     epoch, step, batches_into_epoch = 0, 0, 0
     if resumed:
-        epoch, step, batches_into_epoch, history, fixed_noise = restore_training_state(
+        epoch, step, batches_into_epoch, history, fixed_noise, d_scores = restore_training_state(
             resumed, generator, discriminator, g_optimizer, d_optimizer, device
         )
         print(f"Resuming from epoch {epoch + 1}, step {step}", flush=True)
     write_metrics_csv(out_dir / "metrics.csv", history, first_row=0)
 
+    files = BackgroundWriter()  # draws and writes while training goes on (see "What the learner sees")
+    coach = Coach(test_images, args)
     stop = StopSignals()
     clock = RunClock(step, last_step)
     while epoch < args.epochs and step < last_step and not stop.requested:
@@ -318,7 +326,8 @@ def train(args):
             batches_into_epoch += 1
             epoch_images += len(real_images)
             if step % args.sample_every == 0:
-                save_sample_grid(generator, fixed_noise, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
+                files.submit(save_sample_grid, samples_from(generator, fixed_noise), epoch + 1, step,
+                             out_dir / "samples" / f"step_{step:07d}.png")
             if step % PROGRESS_EVERY == 0:
                 check_finite(epoch_metrics, step, args.lr)
                 show_progress(epoch, batches_into_epoch, steps_per_epoch, epoch_metrics, clock.eta(step))
@@ -329,25 +338,38 @@ def train(args):
         history = torch.cat([history, torch.stack(epoch_metrics).cpu()])
         write_metrics_csv(out_dir / "metrics.csv", history, first_row=len(history) - len(epoch_metrics))
         log_epoch(epoch_metrics, epoch + 1, args.epochs, step, images_per_second, clock)
+        samples = samples_from(generator, fixed_noise)
+        coach.watch(epoch + 1, epoch_metrics, samples)
 
         if batches_into_epoch == steps_per_epoch:  # the epoch ran to its end
             epoch, batches_into_epoch = epoch + 1, 0
-            save_sample_grid(generator, fixed_noise, epoch, step, out_dir / "samples" / f"epoch_{epoch:03d}.png")
+            files.submit(save_sample_grid, samples, epoch, step, out_dir / "samples" / f"epoch_{epoch:03d}.png")
         else:  # stopped part-way: keep a picture of where it got to
-            save_sample_grid(generator, fixed_noise, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
-        save_checkpoint(out_dir / "checkpoint.pt", generator, discriminator, g_optimizer, d_optimizer,
-                        epoch, step, batches_into_epoch, args, history, fixed_noise)
-        plot_losses(history, steps_per_epoch, out_dir / "losses.png")
+            files.submit(save_sample_grid, samples, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
+        run_ends = epoch == args.epochs or step >= last_step
+        if run_ends or (batches_into_epoch == 0 and epoch in (1, args.epochs // 2)):  # start, middle, end
+            d_scores[moment_name(epoch, step, batches_into_epoch)] = score_real_and_fake(
+                discriminator, generator, test_images, evaluation_noise)
+        # Queued after the grids: a checkpoint on disk never claims an epoch whose grid is not.
+        files.submit(write_checkpoint, out_dir / "checkpoint.pt", checkpoint_bytes(
+            generator, discriminator, g_optimizer, d_optimizer, epoch, step, batches_into_epoch, args,
+            history, fixed_noise, d_scores))
+        if epoch % LOSS_PLOT_EVERY == 0:
+            files.submit(plot_losses, history, steps_per_epoch, out_dir / "losses.png")
 
     stop.restore()
+    files.submit(plot_losses, history, steps_per_epoch, out_dir / "losses.png")  # at the end, or a stop
     if stop.requested:
+        files.close()
         print(f"Stopped at step {step}; everything so far is saved in {out_dir}/. "
               f"Continue with:  {resume_command()}", flush=True)
         return 128 + stop.received  # the shell's code for "ended by this signal": 130 Ctrl-C, 143 SIGTERM
-    # The end of the run: the film, and the real digits beside the fakes.
-    write_training_gif(out_dir / "samples", out_dir / "training.gif")
-    real_test_images = load_mnist(args.data_dir, train=False)[:GRID_SIZE]
-    save_real_vs_fake(real_test_images, generator, fixed_noise, out_dir / "real_vs_fake.png")
+    # The end of the run: the film, the real digits beside the fakes, and what the generator learned.
+    files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
+    files.submit(save_real_vs_fake, test_images[:GRID_SIZE].cpu(), samples_from(generator, fixed_noise),
+                 out_dir / "real_vs_fake.png")
+    show_what_was_learned(generator, evaluation_noise, d_scores, images, test_images, out_dir, files)
+    files.close()
     print(f"Done: {step} steps. Pictures, metrics.csv and checkpoint.pt are in {out_dir}/", flush=True)
     return 0
 
@@ -445,37 +467,49 @@ def format_seconds(seconds):
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
-def to_picture(flat_images):
-    """(N, 784) pixels in [-1, 1] -> one grid image (H, W) in [0, 1] for imshow."""
-    images = flat_images.detach().cpu().reshape(-1, 1, 28, 28)
-    nrow = math.ceil(math.sqrt(len(images)))
-    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1)
-    return grid[0].numpy()
+def to_picture(flat_images, nrow=None):
+    """(N, 784) pixels in [-1, 1] -> one grid image in [0, 1] for imshow, nrow
+    digits a row, 2-pixel white lines between them. NumPy only, no torch: it
+    runs on the drawing thread, where torch would start a second team of CPU
+    threads to fight training's."""
+    images = (torch.as_tensor(flat_images).detach().cpu().numpy().reshape(-1, 28, 28) + 1) / 2
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / nrow)
+    cells = np.ones((rows * nrow, 30, 30), dtype=np.float32)  # each digit with a white line above and left
+    cells[:len(images), 2:, 2:] = images
+    grid = cells.reshape(rows, nrow, 30, 30).transpose(0, 2, 1, 3).reshape(rows * 30, nrow * 30)
+    return np.pad(grid, ((0, 2), (0, 2)), constant_values=1)  # and the lines below and right of the last
 
 
-def draw_digits(panels, path, panel_size=4.0):
+def draw_digits(panels, path, panel_size=4.0, nrow=None):
     """Save one picture with a grid of digits per (title, images) panel, side by side."""
     figure = Figure(figsize=(panel_size * len(panels), panel_size + 0.3))
     for position, (title, images) in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), position)
-        axes.imshow(to_picture(images), cmap="gray", vmin=0, vmax=1)
+        axes.imshow(to_picture(images, nrow), cmap="gray", vmin=0, vmax=1)
         axes.set_title(title)
         axes.axis("off")
     save_figure(figure, path)
 
 
 @torch.no_grad()
-def save_sample_grid(generator, fixed_noise, epoch, step, path):
-    draw_digits([(f"epoch {epoch}, step {step}", generator(fixed_noise))], path)
+def samples_from(generator, noise):
+    """The generator's digits for this noise, on the CPU, ready to draw while training goes on."""
+    return generator(noise).cpu()
+
+
+def save_sample_grid(samples, epoch, step, path):
+    draw_digits([(f"epoch {epoch}, step {step}", samples)], path)
 
 
 def plot_losses(history, steps_per_epoch, path):
     """Losses, D(x) and D(G(z)) against steps. Single steps are noisy, so each
     point is the mean of a window of steps (about 400 points in all)."""
+    history = history.numpy()
     window = max(1, len(history) // 400)
     usable = len(history) // window * window
-    means = history[:usable].reshape(-1, window, history.shape[1]).mean(dim=1)
-    steps = (torch.arange(len(means)) + 1) * window
+    means = history[:usable].reshape(-1, window, history.shape[1]).mean(axis=1)
+    steps = (np.arange(len(means)) + 1) * window
     figure = Figure(figsize=(8, 6))
     losses, scores = figure.subplots(2, 1, sharex=True)
     losses.plot(steps, means[:, 0], label="D loss")
@@ -492,9 +526,8 @@ def plot_losses(history, steps_per_epoch, path):
     save_figure(figure, path)
 
 
-@torch.no_grad()
-def save_real_vs_fake(real_images, generator, fixed_noise, path):
-    draw_digits([("real (MNIST test set)", real_images), ("generated", generator(fixed_noise))], path)
+def save_real_vs_fake(real_images, samples, path):
+    draw_digits([("real (MNIST test set)", real_images), ("generated", samples)], path)
 
 
 def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
@@ -525,6 +558,178 @@ def write_metrics_csv(path, history, first_row):
 
 def save_figure(figure, path):
     write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight"))
+
+
+# ---- After training: what did the generator learn? ----
+def make_evaluation_noise(z_dim, seed, device, count=EVALUATION_SIZE):
+    """Noise for the end-of-run pictures, from its own random stream: drawing it
+    leaves training's random numbers, and so the run, exactly as they were."""
+    return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def moment_name(epoch, step, batches_into_epoch):
+    return f"epoch {epoch}" if batches_into_epoch == 0 else f"step {step}"
+
+
+@torch.no_grad()
+def score_real_and_fake(discriminator, generator, real_images, noise):
+    """D's probability "real" for held-out real digits (row 0) and as many generated ones (row 1)."""
+    fake_images = generator(noise[:len(real_images)])
+    return torch.sigmoid(discriminator(torch.cat([real_images, fake_images]))).reshape(2, -1).cpu()
+
+
+def plot_d_scores(d_scores, path):
+    """Section 4.1 made visible: early on D tells real from fake (two humps
+    apart); as G improves the humps meet, and at the game's end D says 0.5 to both."""
+    figure = Figure(figsize=(3.6 * len(d_scores), 3.2))
+    bins = np.linspace(0, 1, 41)
+    for position, (moment, scores) in enumerate(d_scores.items(), start=1):
+        axes = figure.add_subplot(1, len(d_scores), position)
+        axes.hist(scores[0].numpy(), bins=bins, alpha=0.6, label="real (test set)")
+        axes.hist(scores[1].numpy(), bins=bins, alpha=0.6, label="generated")
+        axes.set_title(moment)
+        axes.set_xlabel('D\'s probability "real"')
+        axes.set_yticks([])
+    figure.axes[0].legend(loc="upper left")
+    save_figure(figure, path)
+
+
+def spherical_path(start, end, points):
+    """`points` noise vectors from start to end along the sphere they lie on.
+    100 random normal numbers make a vector of length close to 10, always; the
+    midpoint of a straight line is shorter, a kind of z G never saw in training."""
+    angle = torch.arccos(torch.nn.functional.cosine_similarity(start, end, dim=-1).clamp(-1, 1))[:, None, None]
+    t = torch.linspace(0, 1, points, device=start.device)[None, :, None]
+    return (torch.sin((1 - t) * angle) * start[:, None] + torch.sin(t * angle) * end[:, None]) / torch.sin(angle)
+
+
+def latent_walk(generator, noise, rows=8, points=10):
+    """Each row walks from one noise vector to another: a digit that morphs
+    smoothly into another shows that G learned a continuous space of digits."""
+    path = spherical_path(noise[0:2 * rows:2], noise[1:2 * rows:2], points)
+    return samples_from(generator, path.reshape(rows * points, -1))
+
+
+@torch.no_grad()
+def nearest_training_digits(images, training_images, k, chunk=250):
+    """Pixel distance from each image to its k nearest training digits, and which ones they are."""
+    distances, indices = zip(*(torch.cdist(part, training_images).topk(k, largest=False)
+                               for part in images.split(chunk)))
+    return torch.cat(distances), torch.cat(indices)
+
+
+def check_for_copying(generator, noise, training_images, test_images, shown=8, k=5):
+    """Does G copy training digits (Goodfellow et al. 2014, figure 2)? A copy
+    sits almost on top of a training digit; a new digit is as far from its
+    nearest training digit as a real test digit is. Prints the comparison;
+    returns rows of a generated digit followed by its k nearest training digits."""
+    samples = samples_from(generator, noise[:len(test_images)]).to(training_images.device)
+    sample_distances, neighbours = nearest_training_digits(samples, training_images, k)
+    test_distances, _ = nearest_training_digits(test_images, training_images, 1)
+    generated, real = sample_distances[:, 0].median().item(), test_distances[:, 0].median().item()
+    print(f"Copying check: the typical generated digit lies {generated:.1f} from its nearest training digit, "
+          f"a real test digit {real:.1f} ({generated / real:.2f}x; far below 1 would mean copying)", flush=True)
+    return torch.cat([samples[:shown, None], training_images[neighbours[:shown]]], dim=1).flatten(0, 1).cpu()
+
+
+def show_what_was_learned(generator, noise, d_scores, training_images, test_images, out_dir, files):
+    """The after-training pictures: latent_walk.png, d_scores.png, nearest_training.png
+    (the last two when there are scores and training digits to draw them from). Returns their names."""
+    files.submit(draw_digits, [("walks between noise vectors", latent_walk(generator, noise))],
+                 out_dir / "latent_walk.png", 6.0, 10)
+    drawn = ["latent_walk.png"]
+    if d_scores:
+        files.submit(plot_d_scores, d_scores, out_dir / "d_scores.png")
+        drawn.append("d_scores.png")
+    if training_images is not None:
+        rows = check_for_copying(generator, noise, training_images, test_images)
+        files.submit(draw_digits, [("generated | its 5 nearest training digits", rows)],
+                     out_dir / "nearest_training.png", 4.0, 6)
+        drawn.append("nearest_training.png")
+    return drawn
+
+
+# ---- The coach: warnings in the log when training goes wrong ----
+class Coach:
+    """Watches each epoch for the two ways GAN training most often fails, and
+    says what to try: once when the trouble starts, again only if it clears and returns.
+
+    D has won: D(G(z)) under D_HAS_WON on every step of an epoch. D's sigmoid
+    is then flat where the fakes lie, so almost no gradient reaches G and it
+    stops improving. (A fair game keeps D(G(z)) well above 0.1.)
+
+    Collapse: the 64 fixed-noise digits vary less than COLLAPSED times as much
+    as real digits (mean pixel distance between pairs). 64 real test digits
+    score 1.0; 64 ones, the plainest digit, 0.57; the other digits alone 0.84
+    to 0.97. Below 0.5 the samples are near-copies of each other. A generator
+    that draws one digit in many styles can stay above it: quality.py's digit
+    shares are the test for that.
+    """
+
+    D_HAS_WON = 0.05
+    COLLAPSED = 0.5
+
+    def __init__(self, real_images, args):
+        self.real_variety = torch.pdist(real_images.cpu()).mean().item()
+        self.args = args
+        self.warned = set()
+
+    def watch(self, epoch, epoch_metrics, samples):
+        troubles = {}
+        if torch.stack(epoch_metrics)[:, 3].max() < self.D_HAS_WON:
+            troubles["D won"] = (f"the discriminator has won: D(G(z)) stayed below {self.D_HAS_WON} all through "
+                                 f"epoch {epoch}, so the generator gets almost no gradient. Try {self.gentler_d()}")
+        variety = torch.pdist(samples).mean().item() / self.real_variety
+        if variety < self.COLLAPSED:
+            troubles["collapse"] = (f"the samples have collapsed: at epoch {epoch} the 64 grid digits vary "
+                                    f"{variety:.2f}x as much as real digits (under {self.COLLAPSED}), nearly one "
+                                    f"picture for every z. Try {self.gentler_d()}, or another --seed")
+        for name in troubles.keys() - self.warned:
+            clear_progress()
+            print(f"warning: {troubles[name]}", flush=True)
+        self.warned = set(troubles)
+
+    def gentler_d(self):
+        if self.args.gp_gamma == 0:
+            return f"the gradient penalty (--gp-gamma {GP_GAMMA:g})"
+        return f"a stronger gradient penalty (--gp-gamma {self.args.gp_gamma * 4:g}) or a smaller --lr"
+
+
+# ---- Drawing off the training path ----
+class BackgroundWriter:
+    """Draws pictures and writes files on one background thread, in the order
+    they were asked for, so the training loop never waits for matplotlib or
+    the disk. A write that fails is raised here, in the training thread, as the
+    same one-line error, at the next submit() or at close()."""
+
+    open_writers = []  # so that main() can let their queued work finish before it reports an error
+
+    def __init__(self):
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan_mnist_files")
+        self.pending = []
+        BackgroundWriter.open_writers.append(self)
+
+    def submit(self, function, *args):
+        self.raise_errors(wait=False)
+        self.pending.append(self.worker.submit(function, *args))
+
+    def close(self):
+        """Return once everything asked for is on disk."""
+        self.raise_errors(wait=True)
+        self.worker.shutdown()
+        BackgroundWriter.open_writers.remove(self)
+
+    @classmethod
+    def finish_all(cls):
+        """Let every queued write finish (any error of theirs aside: another is being reported)."""
+        while cls.open_writers:
+            cls.open_writers.pop().worker.shutdown(wait=True)
+
+    def raise_errors(self, wait):
+        finished = [job for job in self.pending if wait or job.done()]
+        self.pending = [job for job in self.pending if job not in finished]
+        for job in finished:
+            job.result()  # raises the job's error, if it had one
 
 
 # ---------------------------------------------------------------------------
@@ -571,6 +776,7 @@ def main(argv=None):
         make_cpu_arithmetic_repeatable()
         exit_code = generate(args) if args.generate else train(args)
     except RunError as error:
+        BackgroundWriter.finish_all()  # so that the checkpoint an error mentions is on disk
         clear_progress()
         if error.exit_code == 0:  # not a failure: there was simply nothing left to do
             print(error)
@@ -580,6 +786,7 @@ def main(argv=None):
     except Exception as error:
         if not is_out_of_memory(error):
             raise  # a bug: its traceback is what a reader needs
+        BackgroundWriter.finish_all()
         clear_progress()
         print(f"error: {out_of_memory_error(error, args)}", file=sys.stderr)
         exit_code = 2
@@ -758,12 +965,14 @@ def lock_out_dir(out_dir):
 def clear_earlier_run(out_dir):
     """A fresh run starts from a clean folder, so no old grid ends up in the new GIF."""
     for old in [*out_dir.glob("samples/*.png"), out_dir / "checkpoint.pt", out_dir / "training.gif",
-                out_dir / "real_vs_fake.png", out_dir / "losses.png", out_dir / "metrics.csv"]:
+                out_dir / "real_vs_fake.png", out_dir / "losses.png", out_dir / "metrics.csv",
+                out_dir / "latent_walk.png", out_dir / "d_scores.png", out_dir / "nearest_training.png"]:
         old.unlink(missing_ok=True)
 
 
-def save_checkpoint(path, generator, discriminator, g_optimizer, d_optimizer, epoch, step,
-                    batches_into_epoch, args, history, fixed_noise):
+def checkpoint_bytes(generator, discriminator, g_optimizer, d_optimizer, epoch, step,
+                     batches_into_epoch, args, history, fixed_noise, d_scores):
+    """Everything a resumed run needs, serialised now, in memory, while training waits."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "generator": generator.state_dict(),
@@ -778,13 +987,18 @@ def save_checkpoint(path, generator, discriminator, g_optimizer, d_optimizer, ep
                     "sample_every", "seed"]},
         "history": history,
         "fixed_noise": fixed_noise.cpu(),
+        "d_scores": d_scores,
         "rng": random_states(),
     }
-    # Serialised in memory first: torch.save reports a failed disk write as an
-    # unreadable RuntimeError, Python's own write as an OSError that says why.
+    # In memory first: torch.save reports a failed disk write as an unreadable
+    # RuntimeError, Python's own write (write_checkpoint) as an OSError that says why.
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    write_atomically(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))
+    return buffer.getbuffer()
+
+
+def write_checkpoint(path, data):
+    write_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 def write_atomically(path, write):
@@ -857,9 +1071,11 @@ def check_resumable(checkpoint, args):
 # Where a run can run out of memory, by the function that was running.
 MEMORY_HUNGRY_WORK = {"load_mnist": "loading MNIST", "Generator": "building the networks",
                       "Discriminator": "building the networks", "train_step": "a training step",
-                      "CudaGraphStep": "a training step", "save_checkpoint": "saving the checkpoint",
+                      "CudaGraphStep": "a training step", "checkpoint_bytes": "saving the checkpoint",
                       "draw_digits": "drawing the pictures", "plot_losses": "drawing the pictures",
-                      "write_training_gif": "drawing the pictures", "generate": "drawing digits",
+                      "plot_d_scores": "drawing the pictures", "write_training_gif": "drawing the pictures",
+                      "check_for_copying": "comparing samples with the training digits",
+                      "generate": "drawing digits",
                       "train": "setting up training"}
 
 
@@ -905,7 +1121,7 @@ def restore_training_state(checkpoint, generator, discriminator, g_optimizer, d_
     d_optimizer.load_state_dict(checkpoint["d_optimizer"])
     restore_random_states(checkpoint["rng"])
     return (checkpoint["epoch"], checkpoint["step"], checkpoint["batches_into_epoch"],
-            checkpoint["history"].cpu(), checkpoint["fixed_noise"].to(device))
+            checkpoint["history"].cpu(), checkpoint["fixed_noise"].to(device), checkpoint.get("d_scores", {}))
 
 
 def make_cpu_arithmetic_repeatable():
@@ -975,7 +1191,8 @@ def resume_command():
 
 @torch.no_grad()
 def generate(args):
-    """--generate N: draw N new digits with a trained generator; MNIST is not needed."""
+    """--generate N: draw N new digits with a trained generator, and the
+    after-training pictures. MNIST is needed only for nearest_training.png."""
     device = pick_device(args.device)
     out_dir = Path(args.out_dir)
     checkpoint = load_checkpoint(args.checkpoint or out_dir / "checkpoint.pt", device)
@@ -985,9 +1202,21 @@ def generate(args):
     torch.manual_seed(args.seed)  # a different --seed draws different digits
     z = torch.randn(args.generate, generator.z_dim, device=device)
     title = f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}"
-    path = out_dir / "generated.png"
-    draw_digits([(title, generator(z))], path, panel_size=6.0)
-    print(f"Wrote {args.generate} generated digits to {path}")
+    files = BackgroundWriter()
+    files.submit(draw_digits, [(title, samples_from(generator, z))], out_dir / "generated.png", 6.0)
+    training_images = test_images = None
+    if check_mnist_files(args.data_dir):
+        training_images = load_mnist(args.data_dir, train=True).to(device)
+        test_images = load_mnist(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)
+    else:
+        print(f"No MNIST in {args.data_dir}/MNIST/raw/, so no nearest_training.png (it compares samples with "
+              f"the training digits): point --data-dir at MNIST to draw it")
+    # The checkpoint's own evaluation noise: the same walks as at the end of its run.
+    noise = make_evaluation_noise(config["z_dim"], config["seed"], device)
+    drawn = show_what_was_learned(generator, noise, checkpoint.get("d_scores"), training_images, test_images,
+                                  out_dir, files)
+    files.close()
+    print(f"Wrote {args.generate} generated digits to {out_dir / 'generated.png'}, and {', '.join(drawn)} beside it")
     return 0
 
 

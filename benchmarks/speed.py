@@ -14,13 +14,21 @@ the same shapes, and says how close B comes to it; and B's fixed cost: its
 step on a batch of one image, the part of a step that is not matrix work.
 Peak memory is the peak RSS of a separate process running each loop on the
 CPU, or torch.cuda.max_memory_allocated on a GPU.
+
+Last, the whole run: `python gan_mnist.py --epochs N` (N = --whole-run-epochs),
+run in this process with every picture and file it writes, against the same
+number of B's steps alone; the difference is what drawing and writing cost.
 """
 import argparse
+import contextlib
+import io
+import math
 import platform
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -175,6 +183,68 @@ def own_peak_rss():
         return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
+def time_whole_run(data_dir, device, epochs):
+    """One default run of `epochs` epochs, in this process: the moments (seconds
+    from its first step) of each epoch's log line, and of its end."""
+    first_step, epoch_lines = [], []
+    make_clock, log_epoch = gan_mnist.RunClock, gan_mnist.log_epoch
+
+    def clock_at_first_step(*args):
+        first_step.append(time.perf_counter())
+        return make_clock(*args)
+
+    def log_and_note(*args):
+        log_epoch(*args)
+        epoch_lines.append(time.perf_counter() - first_step[0])
+
+    gan_mnist.RunClock, gan_mnist.log_epoch = clock_at_first_step, log_and_note
+    try:
+        with tempfile.TemporaryDirectory() as out_dir:
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # its log would bury the report
+                    gan_mnist.main(["--epochs", str(epochs), "--data-dir", data_dir, "--out-dir", out_dir,
+                                    "--device", device.type])
+            except SystemExit as exited:
+                if exited.code != 0:
+                    raise
+            end = time.perf_counter() - first_step[0]
+            while gan_mnist.HELD_LOCKS:
+                gan_mnist.os.close(gan_mnist.HELD_LOCKS.pop())
+    finally:
+        gan_mnist.RunClock, gan_mnist.log_epoch = make_clock, log_epoch
+    return epoch_lines, end
+
+
+def report_whole_run(data_dir, device, epochs, repeats):
+    """The `whole run:` line, and what it means for a default run: the first epoch
+    (warm-up) and the end-of-run pictures happen once, the rest every epoch."""
+    steps_per_epoch = math.ceil(len(gan_mnist.load_mnist(data_dir)) / BATCH_SIZE)
+    steps_alone = gan_mnist_runner(data_dir, device, use_cuda_graph=device.type == "cuda")
+    steps_alone(max(5, steps_per_epoch // 10))  # warm-up
+    runs, epoch_of_steps = [], []
+    for _ in range(repeats):  # interleaved, as above
+        runs.append(time_whole_run(data_dir, device, epochs))
+        epoch_of_steps.append(steps_per_epoch / time_steps(steps_alone, steps_per_epoch * epochs, device)[0])
+    steps_seconds = statistics.median(epoch_of_steps)  # one epoch's steps, alone
+    whole = statistics.median(end for _, end in runs)
+    print(f"whole run: {epochs} epochs ({epochs * steps_per_epoch:,} steps) of `python gan_mnist.py` took {whole:.1f} s "
+          f"from the first step, its steps alone {epochs * steps_seconds:.1f} s: "
+          f"{whole / (epochs * steps_seconds):.2f}x the time of its steps; "
+          f"drawing and writing: {100 * (1 - epochs * steps_seconds / whole):.1f}% of the run")
+    if epochs < 2:
+        return
+    later_epochs = statistics.median((lines[-1] - lines[0]) / (epochs - 1) for lines, _ in runs)
+    first_epoch = statistics.median(lines[0] for lines, _ in runs)
+    end_of_run = statistics.median(end - lines[-1] for lines, end in runs)
+    default = gan_mnist.EPOCHS
+    total = first_epoch + (default - 1) * later_epochs + end_of_run
+    overhead = total - default * steps_seconds
+    print(f"  per epoch after the first: {later_epochs:.2f} s, its steps alone {steps_seconds:.2f} s "
+          f"({100 * (1 - steps_seconds / later_epochs):.1f}% drawing and writing); once per run: "
+          f"{first_epoch - steps_seconds + end_of_run:.1f} s (the first epoch's warm-up, the pictures at the end); "
+          f"at these rates a {default}-epoch default run spends {100 * overhead / total:.1f}% of its time drawing and writing")
+
+
 def spread(values, unit="", digits=1):
     return f"{statistics.median(values):,.{digits}f}{unit} [{min(values):,.{digits}f} .. {max(values):,.{digits}f}]"
 
@@ -185,6 +255,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="optimiser steps per repetition of each loop")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions (A, B) after the warm-up")
     parser.add_argument("--data-dir", default=gan_mnist.DATA_DIR, help="the MNIST folder, as for gan_mnist.py")
+    parser.add_argument("--whole-run-epochs", type=int, default=3,
+                        help="epochs of the whole-run measurement (0 skips it)")
     parser.add_argument("--memory-probe", choices=["A", "B", "B0"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     gan_mnist.make_cpu_arithmetic_repeatable()  # as the script does; it holds for A too, at no measurable cost
@@ -249,6 +321,8 @@ def main(argv=None):
     print(f"fixed cost (B's step on a batch of 1 image, almost no matrix work): {fixed_cost * 1e3:.3f} ms/step; "
           f"floor + fixed cost = {(floor + fixed_cost) * 1e3:.3f} ms = {(floor + fixed_cost) / floor:.2f}x the floor")
     print(f"ceiling: a step that did nothing but those products would be {a_seconds / floor:.1f}x A")
+    if args.whole_run_epochs > 0:
+        report_whole_run(args.data_dir, device, args.whole_run_epochs, repeats=min(args.repeats, 2))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
                      r"floor \+ fixed cost = [\d.]+ ms = [\d.]+x the floor", output)
     assert re.search(r"B  without the penalty\s+[\d,.]+ \[", output)
     assert re.search(r"the gradient penalty's cost \(every \d+ steps\): B's step takes [\d.]+x \[", output)
+    # the whole run, every picture drawn, against its steps alone
+    assert re.search(r"^whole run: 3 epochs \(6 steps\) of `python gan_mnist.py` took [\d.]+ s from the first step, "
+                     r"its steps alone [\d.]+ s: [\d.]+x the time of its steps; "
+                     r"drawing and writing: -?[\d.]+% of the run$", output, re.MULTILINE)
+    assert re.search(r"a 200-epoch default run spends -?[\d.]+% of its time drawing and writing$", output, re.MULTILINE)
     peak_rss = [float(value.replace(",", "")) for value in re.findall(r"([\d,.]+) MB \[", output)]
     assert len(peak_rss) == 3 and all(100 < mb < 20000 for mb in peak_rss)
 

@@ -1,0 +1,209 @@
+"""The pictures that explain what the GAN learned, the coach's warnings, and the
+background writer that keeps drawing off the training path."""
+import pytest
+import torch
+from PIL import Image
+
+import gan_mnist
+from conftest import TINY_RUN_FLAGS, run_script
+from test_dependable import run_with
+
+
+def assert_png(path):
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 200, path
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tiny_mnist, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("run") / "out"
+    result = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "2", *TINY_RUN_FLAGS)
+    assert result.returncode == 0, result.stderr
+    return result, out_dir
+
+
+# ---- The after-training pictures ----------------------------------------------------------
+def test_a_run_ends_with_the_three_pictures_and_the_copying_check(two_epochs):
+    result, out_dir = two_epochs
+    for name in ["latent_walk.png", "d_scores.png", "nearest_training.png"]:
+        assert_png(out_dir / name)
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("Copying check")]
+    assert "from its nearest training digit" in line and "x; far below 1 would mean copying" in line
+
+
+def test_the_checkpoint_keeps_d_scores_from_the_start_and_the_end(two_epochs):
+    checkpoint = torch.load(two_epochs[1] / "checkpoint.pt", weights_only=True)
+    # epoch 1 is both the start and the middle (2 // 2) of this run
+    assert list(checkpoint["d_scores"]) == ["epoch 1", "epoch 2"]
+    for scores in checkpoint["d_scores"].values():
+        assert scores.shape == (2, 70)  # all 70 test digits of tiny MNIST, and as many generated
+        assert ((scores > 0) & (scores < 1)).all()
+
+
+def test_generate_draws_the_three_pictures_with_mnist(two_epochs, tiny_mnist, tmp_path):
+    result = run_script("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
+                        "--data-dir", tiny_mnist, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    for name in ["generated.png", "latent_walk.png", "d_scores.png", "nearest_training.png"]:
+        assert_png(tmp_path / name)
+    # The checkpoint's own evaluation noise: the same walk as at the end of its run.
+    assert (tmp_path / "latent_walk.png").read_bytes() == (two_epochs[1] / "latent_walk.png").read_bytes()
+
+
+def test_generate_without_mnist_says_which_picture_it_skips(two_epochs, tmp_path):
+    result = run_script("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
+                        "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "no nearest_training.png" in result.stdout and "--data-dir" in result.stdout
+    assert_png(tmp_path / "latent_walk.png")
+    assert not (tmp_path / "nearest_training.png").exists()
+
+
+def test_the_latent_walk_goes_from_one_noise_vector_to_the_other_on_the_sphere():
+    torch.manual_seed(0)
+    start, end = torch.randn(3, 100), torch.randn(3, 100)
+    path = gan_mnist.spherical_path(start, end, 7)
+    assert path.shape == (3, 7, 100)
+    torch.testing.assert_close(path[:, 0], start)
+    torch.testing.assert_close(path[:, -1], end)
+    lengths = path.norm(dim=-1)  # a straight line's midpoint would be ~30% shorter
+    low, high = torch.minimum(start.norm(dim=-1), end.norm(dim=-1)), torch.maximum(start.norm(dim=-1),
+                                                                                    end.norm(dim=-1))
+    assert ((lengths >= low[:, None] - 1e-4) & (lengths <= high[:, None] + 1e-4)).all()
+    generator = gan_mnist.Generator()
+    noise = torch.randn(16, 100)
+    walk = gan_mnist.latent_walk(generator, noise, rows=8, points=10)
+    assert walk.shape == (80, 784)
+    with torch.no_grad():
+        torch.testing.assert_close(walk[0], generator(noise[:1])[0])  # row 0 starts at z 0...
+        torch.testing.assert_close(walk[9], generator(noise[1:2])[0])  # ...and ends at z 1
+
+
+class Copier(torch.nn.Module):
+    """A 'generator' that hands back training digits: the copying check must catch it."""
+
+    def __init__(self, training_images):
+        super().__init__()
+        self.training_images = training_images
+
+    def forward(self, z):
+        return self.training_images[:len(z)]
+
+
+def test_the_copying_check_catches_a_generator_that_copies(capsys):
+    torch.manual_seed(0)
+    training_images, test_images = torch.rand(300, 784) * 2 - 1, torch.rand(40, 784) * 2 - 1
+    rows = gan_mnist.check_for_copying(Copier(training_images), torch.randn(40, 100), training_images, test_images)
+    line = capsys.readouterr().out
+    assert "lies 0.0 from its nearest training digit" in line and "(0.00x;" in line
+    assert rows.shape == (8 * 6, 784)  # 8 rows: a generated digit, then its 5 nearest training digits
+    torch.testing.assert_close(rows[6], training_images[1])  # row 2 starts with training digit 1...
+    torch.testing.assert_close(rows[7], training_images[1])  # ...and its nearest is itself
+
+
+def test_an_honest_generator_is_as_far_from_the_training_digits_as_real_test_digits(capsys):
+    torch.manual_seed(0)
+    training_images, test_images = torch.rand(300, 784) * 2 - 1, torch.rand(40, 784) * 2 - 1
+    new_digits = torch.rand(40, 784) * 2 - 1
+    gan_mnist.check_for_copying(Copier(new_digits), torch.randn(40, 100), training_images, test_images)
+    ratio = float(capsys.readouterr().out.split("(")[1].split("x;")[0])
+    assert 0.9 < ratio < 1.1
+
+
+# ---- The coach ---------------------------------------------------------------------------
+def epoch_of(d_of_g_z, steps=10):
+    """An epoch's per-step metrics, D(G(z)) as given, the rest ordinary."""
+    return [torch.tensor([1.0, 1.0, 0.6, d_of_g_z]) for _ in range(steps)]
+
+
+@pytest.fixture
+def real_digits():
+    torch.manual_seed(0)
+    return torch.rand(200, 784) * 2 - 1
+
+
+def test_the_coach_says_once_when_the_discriminator_has_won(real_digits, capsys):
+    coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args(["--gp-gamma", "0"]))
+    varied = real_digits[:64]
+    coach.watch(1, epoch_of(0.3), varied)
+    assert capsys.readouterr().out == ""
+    coach.watch(2, epoch_of(0.01), varied)
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("warning: the discriminator has won") and "epoch 2" in line
+    assert "--gp-gamma 10" in line  # this run has no penalty: the coach suggests it
+    coach.watch(3, epoch_of(0.01), varied)
+    assert capsys.readouterr().out == ""  # once per episode...
+    coach.watch(4, epoch_of(0.2), varied)
+    coach.watch(5, epoch_of(0.02), varied)
+    assert "epoch 5" in capsys.readouterr().out  # ...and again when it comes back
+
+
+def test_one_fair_step_in_the_epoch_is_not_a_won_discriminator(real_digits, capsys):
+    coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args([]))
+    coach.watch(1, epoch_of(0.01) + epoch_of(0.2, steps=1), real_digits[:64])
+    assert capsys.readouterr().out == ""
+
+
+def test_the_coach_says_when_the_samples_collapse(real_digits, capsys):
+    coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args([]))
+    one_picture = real_digits[0] + 0.05 * torch.randn(64, 784)  # nearly the same image for every z
+    coach.watch(7, epoch_of(0.4), one_picture)
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("warning: the samples have collapsed: at epoch 7") and "--seed" in line
+    assert "--gp-gamma 40" in line  # the penalty is on: the coach suggests a stronger one
+
+
+def test_a_run_whose_generator_ignores_z_is_told_it_collapsed(tiny_mnist, tmp_path):
+    ignores_z = ("forward = gan_mnist.Generator.forward\n"
+                 "gan_mnist.Generator.forward = lambda self, z: forward(self, z[:1].expand_as(z))")
+    result = run_with(ignores_z, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", *TINY_RUN_FLAGS)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "the samples have collapsed: at epoch 1" in warnings[0]
+    assert "0.00x as much as real digits" in warnings[0]
+
+
+def test_a_run_whose_generator_never_learns_is_told_the_discriminator_won(tiny_mnist, tmp_path):
+    # G's loss made constant: its gradient is zero, so D alone learns, fast (lr 0.01, no penalty).
+    frozen_generator = "gan_mnist.generator_loss = lambda fake_logits: fake_logits.sum() * 0"
+    result = run_with(frozen_generator, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "12",
+                      "--lr", "0.01", "--gp-gamma", "0", *TINY_RUN_FLAGS)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: the discriminator")]
+    assert len(warnings) == 1 and "--gp-gamma 10" in warnings[0], result.stdout
+
+
+# ---- The background writer ---------------------------------------------------------------
+def test_the_background_writer_keeps_order_and_hands_on_a_failed_write(tmp_path):
+    done = []
+    files = gan_mnist.BackgroundWriter()
+    for number in range(5):
+        files.submit(done.append, number)
+    files.close()
+    assert done == [0, 1, 2, 3, 4]
+
+    def fails():
+        raise gan_mnist.write_error(tmp_path / "losses.png", OSError(28, "No space left on device"))
+
+    files = gan_mnist.BackgroundWriter()
+    files.submit(fails)
+    files.pending[0].exception()  # wait until it has failed
+    with pytest.raises(gan_mnist.RunError, match="the disk is full"):
+        files.submit(done.append, 5)  # the training thread hears of it at its next request
+    files.submit(done.append, 6)  # once
+    files.close()
+    assert done[-1] == 6
+
+    files = gan_mnist.BackgroundWriter()
+    files.submit(fails)
+    with pytest.raises(gan_mnist.RunError, match="the disk is full"):
+        files.close()  # or at the end
+
+
+def test_main_lets_queued_writes_finish_before_it_reports_an_error():
+    done = []
+    files = gan_mnist.BackgroundWriter()
+    for number in range(3):
+        files.submit(done.append, number)
+    gan_mnist.BackgroundWriter.finish_all()
+    assert done == [0, 1, 2] and gan_mnist.BackgroundWriter.open_writers == []
