@@ -13,7 +13,7 @@ implements. Where this file departs from the article, a comment says why.
 """
 
 # ---------------------------------------------------------------------------
-# 5.1  Imports
+# 5.1  导入库 · Imports
 # ---------------------------------------------------------------------------
 import argparse
 import csv
@@ -47,7 +47,7 @@ from matplotlib.figure import Figure
 from PIL import Image  # comes with matplotlib and torchvision; writes the GIF
 
 # ---------------------------------------------------------------------------
-# Constants: change them here, or pass the flag in brackets
+# 常量 · Constants: change them here, or pass the flag in brackets
 # ---------------------------------------------------------------------------
 EPOCHS = 200  # passes over the 60,000 training images (--epochs)
 BATCH_SIZE = 128  # images per optimiser step (--batch-size)
@@ -57,6 +57,7 @@ Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
 GP_GAMMA = 10.0  # gradient penalty on D's slopes, chosen by measurement; 0.0 is the article's loss (--gp-gamma)
 GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: as good, cheaper (--gp-every)
+ARTICLE_PIXELS = False  # True replays the article's flaw: real pixels in [0, 1] against G's Tanh (--article-pixels)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
@@ -89,10 +90,11 @@ def describe_device(device):
 
 
 # ---------------------------------------------------------------------------
-# 5.2  Loading MNIST
+# 5.2  加载MNIST数据集 · Loading MNIST
 # ---------------------------------------------------------------------------
-def load_mnist(data_dir, train=True):
-    """All MNIST images of one split as a single (N, 784) tensor in [-1, 1].
+def load_mnist(data_dir, train=True, article_pixels=False):
+    """All MNIST images of one split as a single (N, 784) tensor in [-1, 1]
+    (in [0, 1], as the article has them, with article_pixels=True).
 
     The article passes transforms.ToTensor() to the dataset, which gives pixels
     in [0, 1]. But the generator ends in Tanh, so its pixels lie in [-1, 1]:
@@ -105,8 +107,10 @@ def load_mnist(data_dir, train=True):
         dataset = torchvision.datasets.MNIST(root=data_dir, train=train, download=not files_present)
     except Exception as error:  # no network, or a file torchvision cannot parse
         raise mnist_error(data_dir, error) from None
-    pixels = dataset.data  # uint8, (N, 28, 28): read once, no per-image transform
-    return pixels.reshape(len(pixels), IMAGE_DIM).float().div_(127.5).sub_(1)  # in place: one copy in memory
+    pixels = dataset.data.reshape(-1, IMAGE_DIM).float()  # (N, 784), read once, no per-image transform
+    if article_pixels:  # the flaw, kept to be seen: run with --article-pixels and compare the grids
+        return pixels.div_(255)
+    return pixels.div_(127.5).sub_(1)  # in place: one copy in memory
 
 
 class ShuffledBatches(torch.utils.data.Sampler):
@@ -150,7 +154,7 @@ def make_dataloader(images, batch_size, seed):
 
 
 # ---------------------------------------------------------------------------
-# 5.3  The Generator: noise z -> a 784-pixel image in [-1, 1]
+# 5.3  定义生成器 · The Generator: noise z -> a 784-pixel image in [-1, 1]
 # ---------------------------------------------------------------------------
 class Generator(nn.Module):
     def __init__(self, z_dim=Z_DIM, hidden_dim=HIDDEN_DIM, image_dim=IMAGE_DIM):
@@ -168,7 +172,7 @@ class Generator(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# 5.4  The Discriminator: an image -> one score, "how real does it look?"
+# 5.4  定义判别器 · The Discriminator: an image -> one score, "how real does it look?"
 # ---------------------------------------------------------------------------
 class Discriminator(nn.Module):
     def __init__(self, image_dim=IMAGE_DIM, hidden_dim=HIDDEN_DIM):
@@ -185,7 +189,7 @@ class Discriminator(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# 5.5  Loss and optimisers
+# 5.5  定义损失函数和优化器 · Loss and optimisers
 # ---------------------------------------------------------------------------
 # The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))]
 # with s = sigmoid. BCEWithLogitsLoss computes the same number from the logit l
@@ -222,7 +226,7 @@ def make_optimizers(generator, discriminator, lr, betas):
 
 
 # ---------------------------------------------------------------------------
-# 5.6  Training: one step, then the loop
+# 5.6  训练模型 · Training: one step, then the loop
 # ---------------------------------------------------------------------------
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, penalty_gamma=0.0):
     """One round of the game: a discriminator update, then a generator update.
@@ -234,7 +238,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)
     fake_images = generator(z)
 
-    # ---- Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
+    # ---- 训练判别器 · Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
     # detach(): this update is D's alone, so no gradient flows back into G.
     # Real and fake go through D as one batch: the same numbers as two calls
     # (D has no BatchNorm to mix them), with one pass instead of two.
@@ -250,7 +254,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     (d_loss + penalty).backward()
     d_optimizer.step()
 
-    # ---- Generator: maximise log D(G(z)), judged by the updated D ----
+    # ---- 训练生成器 · Generator: maximise log D(G(z)), judged by the updated D ----
     # G's gradient must flow through D, but D's own weights stay put in this
     # half; freezing them spares autograd computing gradients nobody uses.
     discriminator.requires_grad_(False)
@@ -281,8 +285,8 @@ def train(args):
     print(f"Training on {describe_device(device)}", flush=True)
 
     torch.manual_seed(args.seed)
-    images = load_mnist(args.data_dir, train=True).to(device)
-    test_images = load_mnist(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)  # never trained on
+    images = load_mnist(args.data_dir, train=True, article_pixels=args.article_pixels).to(device)
+    test_images = load_mnist(args.data_dir, False, args.article_pixels)[:EVALUATION_SIZE].to(device)  # unseen
     dataloader = make_dataloader(images, args.batch_size, args.seed)
     if not resumed:
         clear_earlier_run(out_dir)  # only now: a bad input above leaves earlier work intact
@@ -386,7 +390,7 @@ def check_finite(epoch_metrics, step, lr):
 
 
 # ---------------------------------------------------------------------------
-# Beyond the article: a gradient penalty for the discriminator
+# 文章之外：判别器的梯度惩罚 · Beyond the article: a gradient penalty for the discriminator
 # (train_step adds it to D's loss; GP_GAMMA = 0 gives the article's loss exactly)
 # ---------------------------------------------------------------------------
 def gradient_penalty(logits, images, gamma):
@@ -411,7 +415,8 @@ def penalty_for_step(step, gamma, every):
 
 
 # ---------------------------------------------------------------------------
-# What the learner sees: log lines, sample grids, the loss plot, the GIF
+# 看懂训练 · What the learner sees: log lines, sample grids, the loss plot, the GIF,
+# what the generator learned, and the coach's warnings
 # ---------------------------------------------------------------------------
 def log_epoch(epoch_metrics, epoch, epochs, step, images_per_second, clock):
     """One line per epoch (means over its steps). A fair fight looks like
@@ -733,7 +738,7 @@ class BackgroundWriter:
 
 
 # ---------------------------------------------------------------------------
-# The command line and main()
+# 命令行与 main() · The command line and main()
 # ---------------------------------------------------------------------------
 def parse_args(argv=None):
     parser = OneLineErrorParser(
@@ -750,6 +755,8 @@ def parse_args(argv=None):
                         help="gradient penalty on D's slopes; 0 = the article's loss (%(default)s)")
     parser.add_argument("--gp-every", type=int, default=GP_EVERY,
                         help="apply the gradient penalty every N steps (%(default)s)")
+    parser.add_argument("--article-pixels", action=argparse.BooleanOptionalAction, default=ARTICLE_PIXELS,
+                        help="real pixels in [0, 1] as the article has them, against G's [-1, 1] (%(default)s)")
     parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
                         help="steps between sample grids (%(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (%(default)s)")
@@ -798,7 +805,7 @@ def main(argv=None):
 
 
 # ---------------------------------------------------------------------------
-# Speed on a GPU: the whole step as one CUDA graph
+# GPU 提速 · Speed on a GPU: the whole step as one CUDA graph
 # ---------------------------------------------------------------------------
 def make_step_function(generator, discriminator, g_optimizer, d_optimizer, batch_size, use_cuda_graph):
     """train_step(..., real_images) as a function of real_images alone."""
@@ -866,15 +873,16 @@ class CudaGraphStep:
 
 
 # ---------------------------------------------------------------------------
-# The dependable parts: checkpoints, resume, Ctrl-C and SIGTERM, generate,
+# 可靠运行 · The dependable parts: checkpoints, resume, Ctrl-C and SIGTERM, generate,
 # one-line errors for bad input and for faults during a run.
 # Not part of the GAN; kept here, out of the lesson's way.
 # ---------------------------------------------------------------------------
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v1"
 # Settings a resumed run must share with its checkpoint to continue the same run.
-SETTINGS_FIXED_FOR_RESUME = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "seed"]
+SETTINGS_FIXED_FOR_RESUME = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every",
+                             "article_pixels", "seed"]
 # What a checkpoint from before a setting existed was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"gp_gamma": 0.0, "gp_every": 1}
+SETTINGS_BEFORE_THEY_EXISTED = {"gp_gamma": 0.0, "gp_every": 1, "article_pixels": False}
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -983,8 +991,8 @@ def checkpoint_bytes(generator, discriminator, g_optimizer, d_optimizer, epoch, 
         "step": step,  # optimiser steps completed
         "batches_into_epoch": batches_into_epoch,  # > 0 when stopped part-way through an epoch
         "config": {name: getattr(args, name) for name in
-                   ["epochs", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "z_dim", "hidden_dim",
-                    "sample_every", "seed"]},
+                   ["epochs", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels", "z_dim",
+                    "hidden_dim", "sample_every", "seed"]},
         "history": history,
         "fixed_noise": fixed_noise.cpu(),
         "d_scores": d_scores,
@@ -1056,10 +1064,9 @@ def check_resumable(checkpoint, args):
     saved = {**SETTINGS_BEFORE_THEY_EXISTED, **checkpoint["config"]}
     for name in SETTINGS_FIXED_FOR_RESUME:
         if saved[name] != getattr(args, name):
-            flag = "--" + name.replace("_", "-")
-            raise RunError(f"cannot resume: the checkpoint was trained with {flag} {format_setting(saved[name])}, "
-                           f"this run asks for {format_setting(getattr(args, name))}. Pass {flag} "
-                           f"{format_setting(saved[name])}, or start a new run with --out-dir or --overwrite")
+            trained, asked = as_flag(name, saved[name]), as_flag(name, getattr(args, name))
+            raise RunError(f"cannot resume: the checkpoint was trained with {trained}, this run asks for {asked}. "
+                           f"Pass {trained}, or start a new run with --out-dir or --overwrite")
     if checkpoint["epoch"] >= args.epochs:
         raise RunError(f"the run in {args.out_dir}/ is finished ({checkpoint['epoch']} of {args.epochs} epochs). "
                        f"Train it further with --resume --epochs N (N > {checkpoint['epoch']})", exit_code=0)
@@ -1110,8 +1117,12 @@ def first_line(error):
     return message.splitlines()[0] if message else type(error).__name__
 
 
-def format_setting(value):
-    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+def as_flag(name, value):
+    """A setting as the flag that asks for it: --hidden-dim 256, --betas 0.0 0.999, --no-article-pixels."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {' '.join(map(str, value)) if isinstance(value, (tuple, list)) else value}"
 
 
 def restore_training_state(checkpoint, generator, discriminator, g_optimizer, d_optimizer, device):
@@ -1206,8 +1217,9 @@ def generate(args):
     files.submit(draw_digits, [(title, samples_from(generator, z))], out_dir / "generated.png", 6.0)
     training_images = test_images = None
     if check_mnist_files(args.data_dir):
-        training_images = load_mnist(args.data_dir, train=True).to(device)
-        test_images = load_mnist(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)
+        article_pixels = config.get("article_pixels", False)
+        training_images = load_mnist(args.data_dir, True, article_pixels).to(device)
+        test_images = load_mnist(args.data_dir, False, article_pixels)[:EVALUATION_SIZE].to(device)
     else:
         print(f"No MNIST in {args.data_dir}/MNIST/raw/, so no nearest_training.png (it compares samples with "
               f"the training digits): point --data-dir at MNIST to draw it")

@@ -126,15 +126,16 @@ def score_images(classifier, images, test_features):
 
 @torch.no_grad()
 def generate_from_checkpoint(path, samples, seed):
-    """Samples in [-1, 1] from a gan_mnist checkpoint, or from one benchmarks/article_loop.py
-    saved (whose generator learned [0, 1] pixels: clamped to what a picture shows, then rescaled)."""
+    """Samples in [-1, 1] from a gan_mnist checkpoint, or from one whose generator learned
+    [0, 1] pixels (benchmarks/article_loop.py's, or a --article-pixels run): clamped to what
+    a picture shows, then rescaled."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     config = checkpoint["config"]
     generator = gan_mnist.Generator(config["z_dim"], config["hidden_dim"])
     generator.load_state_dict(checkpoint["generator"])
     torch.manual_seed(seed)
     images = generator(torch.randn(samples, config["z_dim"]))
-    low, high = config.get("pixel_range", (-1.0, 1.0))
+    low, high = config.get("pixel_range", (0.0, 1.0) if config.get("article_pixels") else (-1.0, 1.0))
     return (images.clamp(low, high) - low) / (high - low) * 2 - 1
 
 

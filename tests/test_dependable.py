@@ -127,6 +127,9 @@ def test_resume_refuses_a_changed_model_or_batch_size(finished_run, capsys):
         result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
                             *TINY_RUN_FLAGS, flag, value)
         assert_one_line_error(result, flag, value)
+    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
+                      *TINY_RUN_FLAGS, "--article-pixels")
+    assert_one_line_error(result, "trained with --no-article-pixels, this run asks for --article-pixels")
     assert snapshot(out_dir) == before
 
 
