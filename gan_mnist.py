@@ -58,6 +58,7 @@ HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
 GP_GAMMA = 10.0  # gradient penalty on D's slopes, chosen by measurement; 0.0 is the article's loss (--gp-gamma)
 GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: as good, cheaper (--gp-every)
 ARTICLE_PIXELS = False  # True replays the article's flaw: real pixels in [0, 1] against G's Tanh (--article-pixels)
+CONDITIONAL = False  # True: both networks are told the digit, so you can ask for one (--conditional)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
@@ -113,6 +114,12 @@ def load_mnist(data_dir, train=True, article_pixels=False):
     return pixels.div_(127.5).sub_(1)  # in place: one copy in memory
 
 
+def load_labels(data_dir, train=True):
+    """The digit each image shows. The article's GAN never looks at them (its
+    loop reads `for i, (images, _) in ...`); a conditional one learns from them."""
+    return torchvision.datasets.MNIST(root=data_dir, train=train).targets
+
+
 class ShuffledBatches(torch.utils.data.Sampler):
     """Hands the DataLoader a whole batch of indices at a time.
 
@@ -145,29 +152,34 @@ class ShuffledBatches(torch.utils.data.Sampler):
         yield from order.split(self.batch_size)[self.batches_to_skip :]
 
 
-def make_dataloader(images, batch_size, seed):
+def make_dataloader(images, batch_size, seed, labels=None):
+    """Batches of images, or of (images, labels) when given the labels."""
     sampler = ShuffledBatches(len(images), batch_size, seed, images.device)
+    dataset = images if labels is None else torch.utils.data.TensorDataset(images, labels)
     # batch_size=None: the sampler already makes the batches, the loader just indexes.
     # Its own generator: each new epoch's iterator draws a seed from it, which
     # would otherwise come from the global one and shift the noise of a resumed run.
-    return torch.utils.data.DataLoader(images, sampler=sampler, batch_size=None, generator=torch.Generator())
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, generator=torch.Generator())
 
 
 # ---------------------------------------------------------------------------
 # 5.3  定义生成器 · The Generator: noise z -> a 784-pixel image in [-1, 1]
 # ---------------------------------------------------------------------------
 class Generator(nn.Module):
-    def __init__(self, z_dim=Z_DIM, hidden_dim=HIDDEN_DIM, image_dim=IMAGE_DIM):
+    def __init__(self, z_dim=Z_DIM, hidden_dim=HIDDEN_DIM, image_dim=IMAGE_DIM, num_classes=0):
         super().__init__()
         self.z_dim = z_dim
+        self.num_classes = num_classes  # 0: the article's GAN; 10: told which digit to draw (after 5.6)
         self.gen = nn.Sequential(
-            nn.Linear(z_dim, hidden_dim),
+            nn.Linear(z_dim + num_classes, hidden_dim),
             nn.LeakyReLU(0.2),
             nn.Linear(hidden_dim, image_dim),
             nn.Tanh(),  # pixels in (-1, 1), the same scale as the real images
         )
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
+        if self.num_classes:  # a conditional GAN: the digit to draw rides along with the noise
+            z = append_digit(z, labels, self.num_classes)
         return self.gen(z)
 
 
@@ -175,16 +187,19 @@ class Generator(nn.Module):
 # 5.4  定义判别器 · The Discriminator: an image -> one score, "how real does it look?"
 # ---------------------------------------------------------------------------
 class Discriminator(nn.Module):
-    def __init__(self, image_dim=IMAGE_DIM, hidden_dim=HIDDEN_DIM):
+    def __init__(self, image_dim=IMAGE_DIM, hidden_dim=HIDDEN_DIM, num_classes=0):
         super().__init__()
+        self.num_classes = num_classes  # 0: the article's; 10: judges "a real image of this digit?"
         self.disc = nn.Sequential(
-            nn.Linear(image_dim, hidden_dim),
+            nn.Linear(image_dim + num_classes, hidden_dim),
             nn.LeakyReLU(0.2),
             nn.Linear(hidden_dim, 1),
             # No Sigmoid here, unlike the article: the loss below applies it.
         )
 
-    def forward(self, images):
+    def forward(self, images, labels=None):
+        if self.num_classes:
+            images = append_digit(images, labels, self.num_classes)
         return self.disc(images)  # a logit; D(x) = sigmoid(logit) is the probability "real"
 
 
@@ -228,15 +243,18 @@ def make_optimizers(generator, discriminator, lr, betas):
 # ---------------------------------------------------------------------------
 # 5.6  训练模型 · Training: one step, then the loop
 # ---------------------------------------------------------------------------
-def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, penalty_gamma=0.0):
+def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, penalty_gamma=0.0,
+               real_labels=None):
     """One round of the game: a discriminator update, then a generator update.
     penalty_gamma > 0 adds the gradient penalty to D's loss in this step.
+    The labels matter only to a conditional GAN (after 5.6); the article's ignores them.
 
     Returns [D loss, G loss, mean D(x), mean D(G(z))] as one tensor, left on
     the device so that the loop never waits for the GPU.
     """
     z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)
-    fake_images = generator(z)
+    fake_labels, both_labels = digits_to_draw(generator, real_labels)  # None, None for the article's GAN
+    fake_images = generator(z, fake_labels)
 
     # ---- 训练判别器 · Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
     # detach(): this update is D's alone, so no gradient flows back into G.
@@ -246,7 +264,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     # cannot build cliffs that herd G into a few digits (gradient_penalty, after 5.6);
     # the slope is with respect to the images, so they need gradients.
     d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
-    logits = discriminator(d_inputs)
+    logits = discriminator(d_inputs, both_labels)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
     d_loss = discriminator_loss(real_logits, fake_logits)
     penalty = gradient_penalty(logits, d_inputs, penalty_gamma) if penalty_gamma > 0 else 0  # not in "D loss"
@@ -258,7 +276,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     # G's gradient must flow through D, but D's own weights stay put in this
     # half; freezing them spares autograd computing gradients nobody uses.
     discriminator.requires_grad_(False)
-    g_loss = generator_loss(discriminator(fake_images))
+    g_loss = generator_loss(discriminator(fake_images, fake_labels))
     g_optimizer.zero_grad()
     g_loss.backward()
     g_optimizer.step()
@@ -286,8 +304,10 @@ def train(args):
 
     torch.manual_seed(args.seed)
     images = load_mnist(args.data_dir, train=True, article_pixels=args.article_pixels).to(device)
+    labels = load_labels(args.data_dir, train=True).to(device)
     test_images = load_mnist(args.data_dir, False, args.article_pixels)[:EVALUATION_SIZE].to(device)  # unseen
-    dataloader = make_dataloader(images, args.batch_size, args.seed)
+    test_labels = load_labels(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)
+    dataloader = make_dataloader(images, args.batch_size, args.seed, labels)
     if not resumed:
         clear_earlier_run(out_dir)  # only now: a bad input above leaves earlier work intact
     steps_per_epoch = math.ceil(len(images) / args.batch_size)
@@ -295,8 +315,8 @@ def train(args):
     if args.max_steps:
         last_step = min(last_step, args.max_steps)
 
-    generator = Generator(args.z_dim, args.hidden_dim).to(device)
-    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim).to(device)
+    generator = Generator(args.z_dim, args.hidden_dim, num_classes=args.num_classes).to(device)
+    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim, num_classes=args.num_classes).to(device)
     g_optimizer, d_optimizer = make_optimizers(generator, discriminator, args.lr, args.betas)
     # train_step as a function of the batch alone; on a GPU it is recorded once
     # and replayed as a CUDA graph (see CudaGraphStep near the end of the file).
@@ -304,7 +324,8 @@ def train(args):
                                    use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
     # One noise batch, drawn once: every grid shows the same 64 z's, so the
     # grids are frames of one film and you can watch each digit take shape.
-    fixed_noise = torch.randn(GRID_SIZE, args.z_dim, device=device)
+    # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
+    fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
     evaluation_noise = make_evaluation_noise(args.z_dim, args.seed, device)
     history = torch.empty(0, len(METRIC_NAMES))  # one row per step, for the plot and the CSV
     d_scores = {}  # D's verdicts on real and generated digits at a few moments, for d_scores.png
@@ -324,8 +345,9 @@ def train(args):
         dataloader.sampler.set_epoch(epoch, batches_to_skip=batches_into_epoch)
         epoch_start, epoch_images = time.perf_counter(), 0
         epoch_metrics = []
-        for real_images in dataloader:
-            epoch_metrics.append(take_step(real_images, penalty_for_step(step, args.gp_gamma, args.gp_every)))
+        for real_images, real_labels in dataloader:
+            penalty_gamma = penalty_for_step(step, args.gp_gamma, args.gp_every)
+            epoch_metrics.append(take_step(real_images, penalty_gamma, real_labels))
             step += 1
             batches_into_epoch += 1
             epoch_images += len(real_images)
@@ -353,7 +375,7 @@ def train(args):
         run_ends = epoch == args.epochs or step >= last_step
         if run_ends or (batches_into_epoch == 0 and epoch in (1, args.epochs // 2)):  # start, middle, end
             d_scores[moment_name(epoch, step, batches_into_epoch)] = score_real_and_fake(
-                discriminator, generator, test_images, evaluation_noise)
+                discriminator, generator, test_images, evaluation_noise, test_labels)
         # Queued after the grids: a checkpoint on disk never claims an epoch whose grid is not.
         files.submit(write_checkpoint, out_dir / "checkpoint.pt", checkpoint_bytes(
             generator, discriminator, g_optimizer, d_optimizer, epoch, step, batches_into_epoch, args,
@@ -412,6 +434,43 @@ def penalty_for_step(step, gamma, every):
     """Lazy regularisation (Karras et al. 2020, StyleGAN2): the penalty on one
     step in `every`, `every` times as strong, steers D as much for a fraction of the work."""
     return gamma * every if gamma > 0 and step % every == 0 else 0.0
+
+
+# ---------------------------------------------------------------------------
+# 文章之外：生成指定的数字 · Beyond the article: choosing the digit
+# (a conditional GAN, Mirza and Osindero 2014: both networks are told the digit;
+# CONDITIONAL = False leaves the article's GAN exactly as it was)
+# ---------------------------------------------------------------------------
+DIGITS = 10
+
+
+def append_digit(inputs, labels, num_classes):
+    """A conditional network's input: each noise vector or image with its digit
+    appended as num_classes numbers, all 0 but one (one-hot). That one is not 1
+    but the square root of the input's width (10 beside 100 noise numbers, 28
+    beside 784 pixels): about the length of the input itself, so the digit
+    weighs as much as the rest from the first step. A plain 1 is drowned out,
+    and the networks take many epochs to learn to listen to it."""
+    one_hot = nn.functional.one_hot(labels, num_classes).to(inputs.dtype)
+    return torch.cat([inputs, one_hot * inputs.shape[1] ** 0.5], dim=1)
+
+
+def digits_to_draw(generator, real_labels):
+    """A training step's digits: one for each fake, drawn uniformly, so every
+    digit is drawn equally often by construction; and the real and fake labels
+    together, for D's one pass over both. None, None for the article's GAN."""
+    if not generator.num_classes:
+        return None, None
+    fake_labels = torch.randint(generator.num_classes, real_labels.shape, device=real_labels.device)
+    return fake_labels, torch.cat([real_labels, fake_labels])
+
+
+def digits_in_order(count, num_classes, device):
+    """count labels, 0s first, then 1s and so on, as evenly as they go (None
+    for the article's GAN). 100 of them are a 10 x 10 digit table, row r digit r."""
+    if not num_classes:
+        return None
+    return torch.arange(count, device=device) * num_classes // count
 
 
 # ---------------------------------------------------------------------------
@@ -498,9 +557,13 @@ def draw_digits(panels, path, panel_size=4.0, nrow=None):
 
 
 @torch.no_grad()
-def samples_from(generator, noise):
-    """The generator's digits for this noise, on the CPU, ready to draw while training goes on."""
-    return generator(noise).cpu()
+def samples_from(generator, noise, labels=None):
+    """The generator's digits for this noise, on the CPU, ready to draw while
+    training goes on. A conditional generator draws the digits asked for in
+    `labels`, or by default 0s first, then 1s, and so on: rows of a digit table."""
+    if labels is None and generator.num_classes:
+        labels = digits_in_order(len(noise), generator.num_classes, noise.device)
+    return generator(noise, labels).cpu()
 
 
 def save_sample_grid(samples, epoch, step, path):
@@ -577,10 +640,12 @@ def moment_name(epoch, step, batches_into_epoch):
 
 
 @torch.no_grad()
-def score_real_and_fake(discriminator, generator, real_images, noise):
+def score_real_and_fake(discriminator, generator, real_images, noise, real_labels=None):
     """D's probability "real" for held-out real digits (row 0) and as many generated ones (row 1)."""
-    fake_images = generator(noise[:len(real_images)])
-    return torch.sigmoid(discriminator(torch.cat([real_images, fake_images]))).reshape(2, -1).cpu()
+    fake_labels = digits_in_order(len(real_images), generator.num_classes, noise.device)
+    fake_images = generator(noise[:len(real_images)], fake_labels)
+    labels = torch.cat([real_labels, fake_labels]) if generator.num_classes else None
+    return torch.sigmoid(discriminator(torch.cat([real_images, fake_images]), labels)).reshape(2, -1).cpu()
 
 
 def plot_d_scores(d_scores, path):
@@ -610,9 +675,11 @@ def spherical_path(start, end, points):
 
 def latent_walk(generator, noise, rows=8, points=10):
     """Each row walks from one noise vector to another: a digit that morphs
-    smoothly into another shows that G learned a continuous space of digits."""
+    smoothly into another shows that G learned a continuous space of digits.
+    (A conditional generator keeps one digit a row, row r digit r: only the style walks.)"""
     path = spherical_path(noise[0:2 * rows:2], noise[1:2 * rows:2], points)
-    return samples_from(generator, path.reshape(rows * points, -1))
+    labels = torch.arange(rows, device=noise.device).repeat_interleave(points) if generator.num_classes else None
+    return samples_from(generator, path.reshape(rows * points, -1), labels)
 
 
 @torch.no_grad()
@@ -634,7 +701,8 @@ def check_for_copying(generator, noise, training_images, test_images, shown=8, k
     generated, real = sample_distances[:, 0].median().item(), test_distances[:, 0].median().item()
     print(f"Copying check: the typical generated digit lies {generated:.1f} from its nearest training digit, "
           f"a real test digit {real:.1f} ({generated / real:.2f}x; far below 1 would mean copying)", flush=True)
-    return torch.cat([samples[:shown, None], training_images[neighbours[:shown]]], dim=1).flatten(0, 1).cpu()
+    picked = torch.arange(shown) * len(samples) // shown  # spread out: a conditional run's come in digit order
+    return torch.cat([samples[picked, None], training_images[neighbours[picked]]], dim=1).flatten(0, 1).cpu()
 
 
 def show_what_was_learned(generator, noise, d_scores, training_images, test_images, out_dir, files):
@@ -705,8 +773,11 @@ class BackgroundWriter:
     """Draws pictures and writes files on one background thread, in the order
     they were asked for, so the training loop never waits for matplotlib or
     the disk. A write that fails is raised here, in the training thread, as the
-    same one-line error, at the next submit() or at close()."""
+    same one-line error, at the next submit() or at close(). If drawing falls
+    behind (a fast GPU, a tiny data set), training waits for it rather than
+    queueing pictures without end."""
 
+    MOST_QUEUED = 4
     open_writers = []  # so that main() can let their queued work finish before it reports an error
 
     def __init__(self):
@@ -715,6 +786,8 @@ class BackgroundWriter:
         BackgroundWriter.open_writers.append(self)
 
     def submit(self, function, *args):
+        if len(self.pending) >= self.MOST_QUEUED:
+            self.pending[0].exception()  # waits for the oldest to finish
         self.raise_errors(wait=False)
         self.pending.append(self.worker.submit(function, *args))
 
@@ -757,6 +830,8 @@ def parse_args(argv=None):
                         help="apply the gradient penalty every N steps (%(default)s)")
     parser.add_argument("--article-pixels", action=argparse.BooleanOptionalAction, default=ARTICLE_PIXELS,
                         help="real pixels in [0, 1] as the article has them, against G's [-1, 1] (%(default)s)")
+    parser.add_argument("--conditional", action=argparse.BooleanOptionalAction, default=CONDITIONAL,
+                        help="tell both networks the digit, so that --generate --digit can ask for one (%(default)s)")
     parser.add_argument("--sample-every", type=int, default=SAMPLE_EVERY,
                         help="steps between sample grids (%(default)s)")
     parser.add_argument("--seed", type=int, default=SEED, help="random seed (%(default)s)")
@@ -771,6 +846,7 @@ def parse_args(argv=None):
                         help="on a GPU, run train_step's Python every step instead of replaying it (slower)")
     parser.add_argument("--generate", type=int, metavar="N",
                         help="no training: draw N digits with the saved generator into OUT_DIR/generated.png")
+    parser.add_argument("--digit", type=int, help="with --generate and a conditional checkpoint: draw this digit, 0-9")
     parser.add_argument("--checkpoint", help="the checkpoint --generate reads (OUT_DIR/checkpoint.pt)")
     args = parser.parse_args(argv)
     check_settings(args)
@@ -834,41 +910,44 @@ class CudaGraphStep:
         self.ordinary_steps_left = ordinary_steps
         self.warmed_up = set()  # penalty strengths that have run once as written
         self.graphs = {}  # penalty strength -> (its recorded graph, the metrics tensor it writes)
-        self.batch = None
+        self.batch = self.labels = None
 
-    def __call__(self, real_images, penalty_gamma=0.0):
+    def __call__(self, real_images, penalty_gamma=0.0, real_labels=None):
         if len(real_images) != self.batch_size:  # an epoch's smaller last batch: the graph's shapes are fixed
-            return train_step(*self.models_and_optimizers, real_images, penalty_gamma)
+            return train_step(*self.models_and_optimizers, real_images, penalty_gamma, real_labels)
         if self.ordinary_steps_left > 0 or penalty_gamma not in self.warmed_up:
             self.ordinary_steps_left -= 1
             self.warmed_up.add(penalty_gamma)
-            return self._step_on_side_stream(real_images, penalty_gamma)
+            return self._step_on_side_stream(real_images, penalty_gamma, real_labels)
         if penalty_gamma not in self.graphs:  # steps with and without the penalty run different kernels
-            self._record(real_images, penalty_gamma)
+            self._record(real_images, penalty_gamma, real_labels)
         graph, metrics = self.graphs[penalty_gamma]
         self.batch.copy_(real_images)  # every graph reads its batch from this one place
+        if real_labels is not None:
+            self.labels.copy_(real_labels)
         graph.replay()
         return metrics.clone()  # the next replay overwrites these metrics
 
-    def _step_on_side_stream(self, real_images, penalty_gamma):
+    def _step_on_side_stream(self, real_images, penalty_gamma, real_labels):
         # PyTorch's rule for steps before recording a graph: run them on a side stream.
         side_stream = torch.cuda.Stream()
         side_stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side_stream):
-            metrics = train_step(*self.models_and_optimizers, real_images, penalty_gamma)
+            metrics = train_step(*self.models_and_optimizers, real_images, penalty_gamma, real_labels)
         torch.cuda.current_stream().wait_stream(side_stream)
         return metrics
 
-    def _record(self, real_images, penalty_gamma):
+    def _record(self, real_images, penalty_gamma, real_labels):
         for optimizer in self.models_and_optimizers[2:]:
             for group in optimizer.param_groups:
                 # Fused Adam already keeps its step count on the GPU; this flag lets it be recorded.
                 group["capturable"] = True
         if self.batch is None:
             self.batch = real_images.clone()
+            self.labels = None if real_labels is None else real_labels.clone()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # records the kernels; nothing runs yet
-            metrics = train_step(*self.models_and_optimizers, self.batch, penalty_gamma)
+            metrics = train_step(*self.models_and_optimizers, self.batch, penalty_gamma, self.labels)
         self.graphs[penalty_gamma] = (graph, metrics)
 
 
@@ -880,9 +959,9 @@ class CudaGraphStep:
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v1"
 # Settings a resumed run must share with its checkpoint to continue the same run.
 SETTINGS_FIXED_FOR_RESUME = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every",
-                             "article_pixels", "seed"]
+                             "article_pixels", "num_classes", "seed"]
 # What a checkpoint from before a setting existed was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"gp_gamma": 0.0, "gp_every": 1, "article_pixels": False}
+SETTINGS_BEFORE_THEY_EXISTED = {"gp_gamma": 0.0, "gp_every": 1, "article_pixels": False, "num_classes": 0}
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
@@ -919,6 +998,11 @@ def check_settings(args):
     args.gp_gamma = float(args.gp_gamma)
     if args.generate and args.generate > 1024:
         raise RunError(f"--generate draws at most 1024 digits at a time, not {args.generate}")
+    if args.digit is not None and not (type(args.digit) is int and 0 <= args.digit < DIGITS):
+        raise RunError(f"--digit must be a digit from 0 to 9, not {args.digit!r}")
+    if args.digit is not None and not args.generate:
+        raise RunError("--digit chooses what --generate N draws: add --generate N (and train with --conditional)")
+    args.num_classes = DIGITS if args.conditional else 0
     if args.resume and args.overwrite:
         raise RunError("--resume continues the run in OUT_DIR and --overwrite replaces it: choose one")
 
@@ -991,8 +1075,8 @@ def checkpoint_bytes(generator, discriminator, g_optimizer, d_optimizer, epoch, 
         "step": step,  # optimiser steps completed
         "batches_into_epoch": batches_into_epoch,  # > 0 when stopped part-way through an epoch
         "config": {name: getattr(args, name) for name in
-                   ["epochs", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels", "z_dim",
-                    "hidden_dim", "sample_every", "seed"]},
+                   ["epochs", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels", "num_classes",
+                    "z_dim", "hidden_dim", "sample_every", "seed"]},
         "history": history,
         "fixed_noise": fixed_noise.cpu(),
         "d_scores": d_scores,
@@ -1014,10 +1098,17 @@ def write_atomically(path, write):
     mid-write never leaves half a file where a whole one was. A failed write
     removes its temporary file and becomes one line that says why."""
     temporary = path.with_name(path.name + ".tmp")
-    try:
+
+    def write_then_rename():
         path.parent.mkdir(parents=True, exist_ok=True)  # made again if it was deleted mid-run
         write(temporary)
         os.replace(temporary, path)
+
+    try:
+        try:
+            write_then_rename()
+        except FileNotFoundError:  # the folder was being deleted as we wrote: once more, into a new one
+            write_then_rename()
     except OSError as error:
         try:
             temporary.unlink(missing_ok=True)
@@ -1076,7 +1167,8 @@ def check_resumable(checkpoint, args):
 
 
 # Where a run can run out of memory, by the function that was running.
-MEMORY_HUNGRY_WORK = {"load_mnist": "loading MNIST", "Generator": "building the networks",
+MEMORY_HUNGRY_WORK = {"load_mnist": "loading MNIST", "load_labels": "loading MNIST",
+                      "Generator": "building the networks",
                       "Discriminator": "building the networks", "train_step": "a training step",
                       "CudaGraphStep": "a training step", "checkpoint_bytes": "saving the checkpoint",
                       "draw_digits": "drawing the pictures", "plot_losses": "drawing the pictures",
@@ -1119,6 +1211,8 @@ def first_line(error):
 
 def as_flag(name, value):
     """A setting as the flag that asks for it: --hidden-dim 256, --betas 0.0 0.999, --no-article-pixels."""
+    if name == "num_classes":  # set by --conditional
+        name, value = "conditional", value > 0
     flag = "--" + name.replace("_", "-")
     if isinstance(value, bool):
         return flag if value else "--no-" + flag[2:]
@@ -1207,14 +1301,24 @@ def generate(args):
     device = pick_device(args.device)
     out_dir = Path(args.out_dir)
     checkpoint = load_checkpoint(args.checkpoint or out_dir / "checkpoint.pt", device)
-    config = checkpoint["config"]
-    generator = Generator(config["z_dim"], config["hidden_dim"]).to(device)
+    config = {**SETTINGS_BEFORE_THEY_EXISTED, **checkpoint["config"]}
+    if args.digit is not None and not config["num_classes"]:
+        raise RunError(f"--digit {args.digit}: this checkpoint's GAN was trained without --conditional, so it "
+                       f"cannot be asked for a digit. Train one with --conditional (and its own --out-dir)")
+    generator = Generator(config["z_dim"], config["hidden_dim"], num_classes=config["num_classes"]).to(device)
     generator.load_state_dict(checkpoint["generator"])
+    count, columns, labels = args.generate, None, None
+    if args.digit is not None:
+        labels = torch.full((count,), args.digit, device=device)
+    elif config["num_classes"]:  # a table of all ten digits, row r digit r
+        columns = math.ceil(count / config["num_classes"])
+        count = columns * config["num_classes"]
     torch.manual_seed(args.seed)  # a different --seed draws different digits
-    z = torch.randn(args.generate, generator.z_dim, device=device)
-    title = f"{args.generate} digits from epoch {checkpoint['epoch']}, step {checkpoint['step']}"
+    z = torch.randn(count, generator.z_dim, device=device)
+    what = f"{count} digits" if args.digit is None else f"{count} of digit {args.digit}"
+    title = f"{what}, epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     files = BackgroundWriter()
-    files.submit(draw_digits, [(title, samples_from(generator, z))], out_dir / "generated.png", 6.0)
+    files.submit(draw_digits, [(title, samples_from(generator, z, labels))], out_dir / "generated.png", 6.0, columns)
     training_images = test_images = None
     if check_mnist_files(args.data_dir):
         article_pixels = config.get("article_pixels", False)
@@ -1228,7 +1332,7 @@ def generate(args):
     drawn = show_what_was_learned(generator, noise, checkpoint.get("d_scores"), training_images, test_images,
                                   out_dir, files)
     files.close()
-    print(f"Wrote {args.generate} generated digits to {out_dir / 'generated.png'}, and {', '.join(drawn)} beside it")
+    print(f"Wrote {what} to {out_dir / 'generated.png'}, and {', '.join(drawn)} beside it")
     return 0
 
 

@@ -128,15 +128,23 @@ def score_images(classifier, images, test_features):
 def generate_from_checkpoint(path, samples, seed):
     """Samples in [-1, 1] from a gan_mnist checkpoint, or from one whose generator learned
     [0, 1] pixels (benchmarks/article_loop.py's, or a --article-pixels run): clamped to what
-    a picture shows, then rescaled."""
+    a picture shows, then rescaled. Returns the samples and, from a conditional
+    checkpoint, the digit each was asked to be (equally many of each; else None)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = checkpoint["config"]
-    generator = gan_mnist.Generator(config["z_dim"], config["hidden_dim"])
+    config = {"num_classes": 0, **checkpoint["config"]}
+    generator = gan_mnist.Generator(config["z_dim"], config["hidden_dim"], num_classes=config["num_classes"])
     generator.load_state_dict(checkpoint["generator"])
     torch.manual_seed(seed)
-    images = generator(torch.randn(samples, config["z_dim"]))
+    labels = gan_mnist.digits_in_order(samples, config["num_classes"], "cpu")
+    images = generator(torch.randn(samples, config["z_dim"]), labels)
     low, high = config.get("pixel_range", (0.0, 1.0) if config.get("article_pixels") else (-1.0, 1.0))
-    return (images.clamp(low, high) - low) / (high - low) * 2 - 1
+    return (images.clamp(low, high) - low) / (high - low) * 2 - 1, labels
+
+
+def asked_digit_shares(classifier, images, labels):
+    """Per digit asked for (0 to 9), the share of its samples the classifier calls that digit."""
+    said = predict(classifier, images)[1].argmax(dim=1)
+    return [(said[labels == digit] == digit).float().mean().item() for digit in range(10)]
 
 
 def format_row(name, figures):
@@ -169,8 +177,13 @@ def main(argv=None):
     print("-" * len(header))
     print(format_row(f"real training images ({len(real)})", score_images(classifier, real, test_features)))
     for path in args.checkpoints:
-        samples = generate_from_checkpoint(path, args.samples, args.seed)
+        samples, labels = generate_from_checkpoint(path, args.samples, args.seed)
         print(format_row(path.name, score_images(classifier, samples, test_features)), flush=True)
+        if labels is not None:
+            shares = asked_digit_shares(classifier, samples, labels)
+            lowest = min(range(10), key=shares.__getitem__)
+            print(f"  asked-for digit drawn: mean {100 * sum(shares) / 10:.1f}%, lowest {100 * shares[lowest]:.1f}% "
+                  f"({lowest}); per digit 0-9: " + " ".join(f"{100 * share:.1f}" for share in shares), flush=True)
         if args.grids:
             args.grids.mkdir(parents=True, exist_ok=True)
             gan_mnist.draw_digits([(path.stem, samples[:64])], args.grids / f"{path.stem}.png")

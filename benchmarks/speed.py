@@ -227,8 +227,8 @@ def report_whole_run(data_dir, device, epochs, repeats):
         epoch_of_steps.append(steps_per_epoch / time_steps(steps_alone, steps_per_epoch * epochs, device)[0])
     steps_seconds = statistics.median(epoch_of_steps)  # one epoch's steps, alone
     whole = statistics.median(end for _, end in runs)
-    print(f"whole run: {epochs} epochs ({epochs * steps_per_epoch:,} steps) of `python gan_mnist.py` took {whole:.1f} s "
-          f"from the first step, its steps alone {epochs * steps_seconds:.1f} s: "
+    print(f"whole run: {epochs} epochs ({epochs * steps_per_epoch:,} steps) of `python gan_mnist.py` took "
+          f"{whole:.1f} s from the first step, its steps alone {epochs * steps_seconds:.1f} s: "
           f"{whole / (epochs * steps_seconds):.2f}x the time of its steps; "
           f"drawing and writing: {100 * (1 - epochs * steps_seconds / whole):.1f}% of the run")
     if epochs < 2:
@@ -242,7 +242,8 @@ def report_whole_run(data_dir, device, epochs, repeats):
     print(f"  per epoch after the first: {later_epochs:.2f} s, its steps alone {steps_seconds:.2f} s "
           f"({100 * (1 - steps_seconds / later_epochs):.1f}% drawing and writing); once per run: "
           f"{first_epoch - steps_seconds + end_of_run:.1f} s (the first epoch's warm-up, the pictures at the end); "
-          f"at these rates a {default}-epoch default run spends {100 * overhead / total:.1f}% of its time drawing and writing")
+          f"at these rates a {default}-epoch default run spends {100 * overhead / total:.1f}% of its time "
+          f"drawing and writing")
 
 
 def spread(values, unit="", digits=1):

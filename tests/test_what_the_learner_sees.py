@@ -82,11 +82,13 @@ def test_the_latent_walk_goes_from_one_noise_vector_to_the_other_on_the_sphere()
 class Copier(torch.nn.Module):
     """A 'generator' that hands back training digits: the copying check must catch it."""
 
+    num_classes = 0
+
     def __init__(self, training_images):
         super().__init__()
         self.training_images = training_images
 
-    def forward(self, z):
+    def forward(self, z, labels=None):
         return self.training_images[:len(z)]
 
 
@@ -97,8 +99,9 @@ def test_the_copying_check_catches_a_generator_that_copies(capsys):
     line = capsys.readouterr().out
     assert "lies 0.0 from its nearest training digit" in line and "(0.00x;" in line
     assert rows.shape == (8 * 6, 784)  # 8 rows: a generated digit, then its 5 nearest training digits
-    torch.testing.assert_close(rows[6], training_images[1])  # row 2 starts with training digit 1...
-    torch.testing.assert_close(rows[7], training_images[1])  # ...and its nearest is itself
+    # the 8 shown are spread over the 40 samples: row 2 starts with sample 5, training digit 5...
+    torch.testing.assert_close(rows[6], training_images[5])
+    torch.testing.assert_close(rows[7], training_images[5])  # ...and its nearest training digit is itself
 
 
 def test_an_honest_generator_is_as_far_from_the_training_digits_as_real_test_digits(capsys):
@@ -155,7 +158,7 @@ def test_the_coach_says_when_the_samples_collapse(real_digits, capsys):
 
 def test_a_run_whose_generator_ignores_z_is_told_it_collapsed(tiny_mnist, tmp_path):
     ignores_z = ("forward = gan_mnist.Generator.forward\n"
-                 "gan_mnist.Generator.forward = lambda self, z: forward(self, z[:1].expand_as(z))")
+                 "gan_mnist.Generator.forward = lambda self, z, labels=None: forward(self, z[:1].expand_as(z), labels)")
     result = run_with(ignores_z, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", *TINY_RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
@@ -207,3 +210,13 @@ def test_main_lets_queued_writes_finish_before_it_reports_an_error():
         files.submit(done.append, number)
     gan_mnist.BackgroundWriter.finish_all()
     assert done == [0, 1, 2] and gan_mnist.BackgroundWriter.open_writers == []
+
+
+def test_training_waits_for_a_writer_that_falls_behind():
+    import time
+
+    files = gan_mnist.BackgroundWriter()
+    for _ in range(10):  # each job slower than the "training" between them
+        files.submit(time.sleep, 0.05)
+        assert len(files.pending) <= gan_mnist.BackgroundWriter.MOST_QUEUED
+    files.close()
