@@ -392,8 +392,7 @@ def train(args):
         return 128 + stop.received  # the shell's code for "ended by this signal": 130 Ctrl-C, 143 SIGTERM
     # The end of the run: the film, the real digits beside the fakes, and what the generator learned.
     files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
-    files.submit(save_real_vs_fake, test_images[:GRID_SIZE].cpu(), samples_from(generator, fixed_noise),
-                 out_dir / "real_vs_fake.png")
+    files.submit(save_real_vs_fake, test_images[:GRID_SIZE].cpu(), samples, out_dir / "real_vs_fake.png")
     show_what_was_learned(generator, evaluation_noise, d_scores, images, test_images, out_dir, files)
     files.close()
     print(f"Done: {step} steps. Pictures, metrics.csv and checkpoint.pt are in {out_dir}/", flush=True)

@@ -50,16 +50,10 @@ class DigitClassifier(nn.Module):
         return self.classify(self.features(flat_images.reshape(-1, 1, 28, 28)))
 
 
-def load_labels(data_dir, train):
-    split = "train" if train else "t10k"
-    raw = (Path(data_dir) / "MNIST" / "raw" / f"{split}-labels-idx1-ubyte").read_bytes()
-    return torch.frombuffer(bytearray(raw[8:]), dtype=torch.uint8).long()
-
-
 def classifier_cache_path(data_dir, cache_dir, settings):
     # Keyed by the settings and the training labels, so other data or settings train afresh.
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
-                         + load_labels(data_dir, train=True).numpy().tobytes()).hexdigest()[:12]
+                         + gan_mnist.load_labels(data_dir, train=True).numpy().tobytes()).hexdigest()[:12]
     return Path(cache_dir) / f"quality_classifier_{key}.pt"
 
 
@@ -67,12 +61,12 @@ def get_classifier(data_dir, cache_dir, settings=CLASSIFIER_SETTINGS, log=print)
     """The cached classifier, or a newly trained one. Returns it with its test accuracy."""
     path = classifier_cache_path(data_dir, cache_dir, settings)
     classifier = DigitClassifier()
-    test_images, test_labels = gan_mnist.load_mnist(data_dir, train=False), load_labels(data_dir, train=False)
+    test_images, test_labels = gan_mnist.load_mnist(data_dir, train=False), gan_mnist.load_labels(data_dir, train=False)
     if path.is_file():
         classifier.load_state_dict(torch.load(path, weights_only=True))
     else:
         log(f"Training the digit classifier ({settings['epochs']} epochs); cached afterwards as {path}")
-        images, labels = gan_mnist.load_mnist(data_dir, train=True), load_labels(data_dir, train=True)
+        images, labels = gan_mnist.load_mnist(data_dir, train=True), gan_mnist.load_labels(data_dir, train=True)
         torch.manual_seed(settings["seed"])
         optimizer = torch.optim.Adam(classifier.parameters(), lr=settings["lr"])
         for _ in range(settings["epochs"]):
