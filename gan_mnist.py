@@ -26,6 +26,7 @@ import re
 import shlex
 import signal
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -780,7 +781,8 @@ class BackgroundWriter:
     open_writers = []  # so that main() can let their queued work finish before it reports an error
 
     def __init__(self):
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan_mnist_files")
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan_mnist_files",
+                                         initializer=yield_the_cpu_to_training)
         self.pending = []
         BackgroundWriter.open_writers.append(self)
 
@@ -807,6 +809,21 @@ class BackgroundWriter:
         self.pending = [job for job in self.pending if job not in finished]
         for job in finished:
             job.result()  # raises the job's error, if it had one
+
+
+def yield_the_cpu_to_training():
+    """Give the calling (drawing) thread the lowest CPU priority, so that it
+    draws in the moments training leaves a core idle. Measured on a 2-core CPU:
+    a thread drawing grids without pause slowed training's steps 5-fold at the
+    normal priority, and not measurably at the lowest. If drawing falls behind,
+    MOST_QUEUED makes training wait, and the drawing catches up.
+    Linux only: there a thread's own id names that thread alone; elsewhere the
+    call would slow the whole process."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass  # not allowed here: it draws at the normal priority, only slower
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """How much faster is gan_mnist.py than the article's own loop, and how close to the hardware?
 
     python benchmarks/speed.py [--device auto|cpu|cuda] [--steps 200] [--repeats 5] [--data-dir data]
+                               [--whole-run-epochs 3] [--whole-run-repeats 3]
 
 Times, in one process and interleaved (A, B, A, B, ...) after a warm-up:
   A  the article's loop as written (benchmarks/article_loop.py): a DataLoader
@@ -17,7 +18,8 @@ CPU, or torch.cuda.max_memory_allocated on a GPU.
 
 Last, the whole run: `python gan_mnist.py --epochs N` (N = --whole-run-epochs),
 run in this process with every picture and file it writes, against the same
-number of B's steps alone; the difference is what drawing and writing cost.
+number of B's steps alone, --whole-run-repeats times, interleaved; the
+difference is what drawing and writing cost.
 """
 import argparse
 import contextlib
@@ -217,7 +219,9 @@ def time_whole_run(data_dir, device, epochs):
 
 def report_whole_run(data_dir, device, epochs, repeats):
     """The `whole run:` line, and what it means for a default run: the first epoch
-    (warm-up) and the end-of-run pictures happen once, the rest every epoch."""
+    (warm-up) and the end-of-run pictures happen once, the rest every epoch.
+    Each whole run is paired with the bare steps timed right after it; on a
+    shared machine the spread over those pairs says how far to trust the median."""
     steps_per_epoch = math.ceil(len(gan_mnist.load_mnist(data_dir)) / BATCH_SIZE)
     steps_alone = gan_mnist_runner(data_dir, device, use_cuda_graph=device.type == "cuda")
     steps_alone(max(5, steps_per_epoch // 10))  # warm-up
@@ -233,14 +237,17 @@ def report_whole_run(data_dir, device, epochs, repeats):
           f"drawing and writing: {100 * (1 - epochs * steps_seconds / whole):.1f}% of the run")
     if epochs < 2:
         return
-    later_epochs = statistics.median((lines[-1] - lines[0]) / (epochs - 1) for lines, _ in runs)
+    later = [(lines[-1] - lines[0]) / (epochs - 1) for lines, _ in runs]  # seconds per epoch after the first
+    later_epochs = statistics.median(later)
     first_epoch = statistics.median(lines[0] for lines, _ in runs)
     end_of_run = statistics.median(end - lines[-1] for lines, end in runs)
     default = gan_mnist.EPOCHS
     total = first_epoch + (default - 1) * later_epochs + end_of_run
     overhead = total - default * steps_seconds
+    pairs = [100 * (1 - steps / run) for run, steps in zip(later, epoch_of_steps)]
     print(f"  per epoch after the first: {later_epochs:.2f} s, its steps alone {steps_seconds:.2f} s "
-          f"({100 * (1 - steps_seconds / later_epochs):.1f}% drawing and writing); once per run: "
+          f"({100 * (1 - steps_seconds / later_epochs):.1f}% drawing and writing; "
+          f"{spread(pairs, '%')} over the {repeats} pairs); once per run: "
           f"{first_epoch - steps_seconds + end_of_run:.1f} s (the first epoch's warm-up, the pictures at the end); "
           f"at these rates a {default}-epoch default run spends {100 * overhead / total:.1f}% of its time "
           f"drawing and writing")
@@ -258,6 +265,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=gan_mnist.DATA_DIR, help="the MNIST folder, as for gan_mnist.py")
     parser.add_argument("--whole-run-epochs", type=int, default=3,
                         help="epochs of the whole-run measurement (0 skips it)")
+    parser.add_argument("--whole-run-repeats", type=int, default=3,
+                        help="whole runs, each paired with its steps alone")
     parser.add_argument("--memory-probe", choices=["A", "B", "B0"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     gan_mnist.make_cpu_arithmetic_repeatable()  # as the script does; it holds for A too, at no measurable cost
@@ -323,7 +332,7 @@ def main(argv=None):
           f"floor + fixed cost = {(floor + fixed_cost) * 1e3:.3f} ms = {(floor + fixed_cost) / floor:.2f}x the floor")
     print(f"ceiling: a step that did nothing but those products would be {a_seconds / floor:.1f}x A")
     if args.whole_run_epochs > 0:
-        report_whole_run(args.data_dir, device, args.whole_run_epochs, repeats=min(args.repeats, 2))
+        report_whole_run(args.data_dir, device, args.whole_run_epochs, args.whole_run_repeats)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def run_tool(name, *args):
 
 
 def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
-    output = run_tool("speed.py", "--data-dir", tiny_mnist, "--device", "cpu", "--steps", "5", "--repeats", "1")
+    output = run_tool("speed.py", "--data-dir", tiny_mnist, "--device", "cpu", "--steps", "5", "--repeats", "1",
+                      "--whole-run-repeats", "2")
     assert re.search(r"A  article's loop\s+[\d,.]+ \[", output)
     assert re.search(r"B  gan_mnist.py\s+[\d,.]+ \[", output)
     assert re.search(r"speed-up B/A: [\d.]+x", output)
@@ -34,6 +35,8 @@ def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
     assert re.search(r"^whole run: 3 epochs \(6 steps\) of `python gan_mnist.py` took [\d.]+ s from the first step, "
                      r"its steps alone [\d.]+ s: [\d.]+x the time of its steps; "
                      r"drawing and writing: -?[\d.]+% of the run$", output, re.MULTILINE)
+    assert re.search(r"per epoch after the first: [\d.]+ s, its steps alone [\d.]+ s \(-?[\d.]+% drawing and writing; "
+                     r"-?[\d.,]+% \[-?[\d.,]+ \.\. -?[\d.,]+\] over the 2 pairs\)", output)
     assert re.search(r"a 200-epoch default run spends -?[\d.]+% of its time drawing and writing$", output, re.MULTILINE)
     peak_rss = [float(value.replace(",", "")) for value in re.findall(r"([\d,.]+) MB \[", output)]
     assert len(peak_rss) == 3 and all(100 < mb < 20000 for mb in peak_rss)

@@ -1,5 +1,9 @@
 """The pictures that explain what the GAN learned, the coach's warnings, and the
 background writer that keeps drawing off the training path."""
+import os
+import sys
+import threading
+
 import pytest
 import torch
 from PIL import Image
@@ -220,3 +224,15 @@ def test_training_waits_for_a_writer_that_falls_behind():
         files.submit(time.sleep, 0.05)
         assert len(files.pending) <= gan_mnist.BackgroundWriter.MOST_QUEUED
     files.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own CPU priority is Linux's alone")
+def test_the_writer_draws_at_the_lowest_priority_and_training_keeps_its_own():
+    own_priority = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = []
+    files = gan_mnist.BackgroundWriter()
+    files.submit(lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+    files.close()
+    assert seen == [19]  # the drawing thread gives way to training's threads
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own_priority
+    assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == own_priority  # the process, and so training, untouched
