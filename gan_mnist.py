@@ -545,15 +545,26 @@ def to_picture(flat_images, nrow=None):
     return np.pad(grid, ((0, 2), (0, 2)), constant_values=1)  # and the lines below and right of the last
 
 
-def draw_digits(panels, path, panel_size=4.0, nrow=None):
-    """Save one picture with a grid of digits per (title, images) panel, side by side."""
-    figure = Figure(figsize=(panel_size * len(panels), panel_size + 0.3))
-    for position, (title, images) in enumerate(panels, start=1):
-        axes = figure.add_subplot(1, len(panels), position)
-        axes.imshow(to_picture(images, nrow), cmap="gray", vmin=0, vmax=1)
-        axes.set_title(title)
-        axes.axis("off")
-    save_figure(figure, path)
+def draw_digits(panels, path, nrow=None):
+    """Save one picture with a grid of digits per (title, images) panel, side by side.
+    Each pixel the generator drew becomes a square of 2 x 2 screen pixels (3 x 3
+    in small grids, 1 x 1 in huge ones): no blur, and no axes to lay out, so it
+    costs a third of an imshow plot (it is drawn every epoch)."""
+    pictures = [(title, to_picture(images, nrow)) for title, images in panels]
+    scale = max(1, min(3, 700 // max(picture.shape[1] for _, picture in pictures)))
+    pictures = [(title, picture.repeat(scale, axis=0).repeat(scale, axis=1)) for title, picture in pictures]
+    gap, title_band = 20, 30  # pixels between panels, and above them for the titles
+    content_width = sum(picture.shape[1] for _, picture in pictures) + gap * (len(pictures) - 1)
+    width = max(content_width, 360)  # room for a title even over a few digits
+    height = max(picture.shape[0] for _, picture in pictures) + title_band
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+    left = (width - content_width) // 2
+    for title, picture in pictures:
+        figure.figimage(picture, xo=left, yo=height - title_band - picture.shape[0], cmap="gray", vmin=0, vmax=1)
+        figure.text((left + picture.shape[1] / 2) / width, 1 - title_band / 2 / height, title,
+                    ha="center", va="center", fontsize="large")
+        left += picture.shape[1] + gap
+    save_figure(figure, path, crop=False)  # sized to its pixels already
 
 
 @torch.no_grad()
@@ -591,7 +602,7 @@ def plot_losses(history, steps_per_epoch, path):
     scores.set_ylabel("mean D output")
     scores.set_xlabel(f"step ({steps_per_epoch} steps per epoch; each point averages {window})")
     scores.legend()
-    save_figure(figure, path)
+    save_figure(figure, path, crop=False)  # its margins hold the labels; cropping would draw it twice
 
 
 def save_real_vs_fake(real_images, samples, path):
@@ -624,8 +635,10 @@ def write_metrics_csv(path, history, first_row):
         raise write_error(path, error) from None
 
 
-def save_figure(figure, path):
-    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100, bbox_inches="tight"))
+def save_figure(figure, path, crop=True):
+    """Write the figure as a PNG, cropped to what was drawn on it unless crop=False."""
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100,
+                                                            bbox_inches="tight" if crop else None))
 
 
 # ---- After training: what did the generator learn? ----
@@ -709,7 +722,7 @@ def show_what_was_learned(generator, noise, d_scores, training_images, test_imag
     """The after-training pictures: latent_walk.png, d_scores.png, nearest_training.png
     (the last two when there are scores and training digits to draw them from). Returns their names."""
     files.submit(draw_digits, [("walks between noise vectors", latent_walk(generator, noise))],
-                 out_dir / "latent_walk.png", 6.0, 10)
+                 out_dir / "latent_walk.png", 10)  # 10 digits a row
     drawn = ["latent_walk.png"]
     if d_scores:
         files.submit(plot_d_scores, d_scores, out_dir / "d_scores.png")
@@ -717,7 +730,7 @@ def show_what_was_learned(generator, noise, d_scores, training_images, test_imag
     if training_images is not None:
         rows = check_for_copying(generator, noise, training_images, test_images)
         files.submit(draw_digits, [("generated | its 5 nearest training digits", rows)],
-                     out_dir / "nearest_training.png", 4.0, 6)
+                     out_dir / "nearest_training.png", 6)  # a sample and its 5
         drawn.append("nearest_training.png")
     return drawn
 
@@ -1334,7 +1347,7 @@ def generate(args):
     what = f"{count} digits" if args.digit is None else f"{count} of digit {args.digit}"
     title = f"{what}, epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     files = BackgroundWriter()
-    files.submit(draw_digits, [(title, samples_from(generator, z, labels))], out_dir / "generated.png", 6.0, columns)
+    files.submit(draw_digits, [(title, samples_from(generator, z, labels))], out_dir / "generated.png", columns)
     training_images = test_images = None
     if check_mnist_files(args.data_dir):
         article_pixels = config.get("article_pixels", False)
