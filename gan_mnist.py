@@ -623,8 +623,11 @@ def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
 def write_metrics_csv(path, history, first_row):
     """The numbers behind losses.png, one row per step. Rows from first_row on
     are appended; first_row=0 rewrites the file (a fresh or a resumed run)."""
+    if not path.is_file():  # its folder was deleted mid-run: write it whole again
+        first_row = 0
     mode = "w" if first_row == 0 else "a"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, mode, newline="") as file:
             writer = csv.writer(file)
             if first_row == 0:

@@ -320,6 +320,8 @@ def test_an_output_folder_deleted_mid_run_is_made_again(tiny_mnist, tmp_path):
     assert process.returncode == 130, stderr
     assert load(out_dir)["step"] >= 8
     assert (out_dir / "losses.png").is_file()
+    rows = (out_dir / "metrics.csv").read_text().splitlines()  # written whole again, not just its newest rows
+    assert rows[0].startswith("step,") and len(rows) == 1 + load(out_dir)["step"]
 
 
 # ---- --generate ----------------------------------------------------------------------
