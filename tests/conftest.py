@@ -5,7 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# As gan_mnist.main() does, but before torch is imported here: runs in this
+# process then add up matrix products in the same order as the script's own.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "gan_mnist.py"

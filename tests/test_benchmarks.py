@@ -67,9 +67,10 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
 
 
 def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, tmp_path):
-    from conftest import TINY_RUN_FLAGS, run_script
+    from conftest import TINY_RUN_FLAGS
+    from test_dependable import run_here
 
-    assert run_script("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "1", *TINY_RUN_FLAGS).returncode == 0
+    assert run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "1", *TINY_RUN_FLAGS).returncode == 0
     args = [tmp_path / "checkpoint.pt", "--data-dir", tiny_mnist, "--cache-dir", tmp_path / "cache",
             "--samples", "100", "--classifier-epochs", "1", "--grids", tmp_path / "grids"]
     first = run_tool("quality.py", *args)

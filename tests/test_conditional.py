@@ -7,7 +7,7 @@ from PIL import Image
 
 import gan_mnist
 from conftest import TINY_RUN_FLAGS, run_script
-from test_dependable import assert_one_line_error, assert_same_run, run_main, train
+from test_dependable import assert_one_line_error, assert_same_run, run_here, train
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,8 @@ def test_resuming_a_conditional_run_is_exact(tiny_mnist, tmp_path, conditional_r
     assert_same_run(conditional_run[0], resumed)
 
 
-def test_resume_refuses_a_change_of_conditional(conditional_run, tiny_mnist, capsys):
-    result = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", conditional_run[1], "--resume", "--epochs", "3",
+def test_resume_refuses_a_change_of_conditional(conditional_run, tiny_mnist):
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", conditional_run[1], "--resume", "--epochs", "3",
                       *TINY_RUN_FLAGS)
     assert_one_line_error(result, "trained with --conditional, this run asks for --no-conditional")
 
@@ -81,7 +81,7 @@ def test_resume_refuses_a_change_of_conditional(conditional_run, tiny_mnist, cap
                          ids=["table", "digit-7"])
 def test_generate_draws_a_table_or_the_digit_asked_for(conditional_run, tmp_path, digit, words):
     extra = [] if digit is None else ["--digit", digit]
-    result = run_script("--generate", "16", *extra, "--checkpoint", conditional_run[1] / "checkpoint.pt",
+    result = run_here("--generate", "16", *extra, "--checkpoint", conditional_run[1] / "checkpoint.pt",
                         "--out-dir", tmp_path, "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert any(word in result.stdout for word in words), result.stdout
@@ -92,16 +92,16 @@ def test_generate_draws_a_table_or_the_digit_asked_for(conditional_run, tmp_path
 @pytest.mark.parametrize("value, words", [("10", "--digit must be a digit from 0 to 9, not 10"),
                                           ("-1", "--digit must be a digit from 0 to 9, not -1"),
                                           ("seven", "invalid int value: 'seven'")])
-def test_bad_digits_get_one_line(conditional_run, capsys, value, words):
-    result = run_main(capsys, "--generate", "4", "--digit", value, "--out-dir", conditional_run[1])
+def test_bad_digits_get_one_line(conditional_run, value, words):
+    result = run_here("--generate", "4", "--digit", value, "--out-dir", conditional_run[1])
     assert_one_line_error(result, words)
 
 
-def test_a_digit_from_an_unconditional_checkpoint_gets_one_line(tiny_mnist, tmp_path, capsys):
+def test_a_digit_from_an_unconditional_checkpoint_gets_one_line(tiny_mnist, tmp_path):
     train(tiny_mnist, tmp_path, "--epochs", "1")
-    result = run_main(capsys, "--generate", "4", "--digit", "3", "--out-dir", tmp_path)
+    result = run_here("--generate", "4", "--digit", "3", "--out-dir", tmp_path)
     assert_one_line_error(result, "trained without --conditional", "--conditional")
-    assert_one_line_error(run_main(capsys, "--digit", "3", "--out-dir", tmp_path), "--generate N")
+    assert_one_line_error(run_here("--digit", "3", "--out-dir", tmp_path), "--generate N")
 
 
 def test_quality_reports_how_often_the_asked_digit_is_drawn(conditional_run, tiny_mnist, tmp_path):

@@ -1,6 +1,11 @@
 """Dependable runs: repeatable seeds, exact resume, Ctrl-C, --generate, and a
-one-line answer to every bad input. Each test runs the script as a user would."""
+one-line answer to every bad input. A run that meets the outside world (signals,
+limits, a second process, a new interpreter) runs as a user would, in a process of
+its own; runs whose numbers are compared, and inputs refused before training, go
+through main() in this process."""
+import contextlib
 import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -18,10 +23,36 @@ def load(out_dir):
     return torch.load(out_dir / "checkpoint.pt", weights_only=True)
 
 
-def train(data, out_dir, *extra, env=None):
-    result = run_script("--data-dir", data, "--out-dir", out_dir, *TINY_RUN_FLAGS, *extra, env=env)
+def train(data, out_dir, *extra, env=None, own_process=False):
+    """A tiny run; its checkpoint. In this process unless it needs its own (an
+    environment, or a check across processes): a new interpreter adds seconds
+    of start-up and nothing to what these tests compare."""
+    args = ["--data-dir", data, "--out-dir", out_dir, *TINY_RUN_FLAGS, *extra]
+    if env or own_process:
+        result = run_script(*args, env=env)
+    else:
+        result = run_here(*args)
     assert result.returncode == 0, result.stderr
     return load(out_dir)
+
+
+def run_here(*args):
+    """gan_mnist.main(ARGS) in this process, as a finished process: for refused inputs
+    and for runs whose numbers are compared, where a new interpreter would only add
+    start-up time."""
+    import gan_mnist
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            gan_mnist.main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    finally:
+        while gan_mnist.HELD_LOCKS:  # as the process's end would: free its output folder for later runs
+            os.close(gan_mnist.HELD_LOCKS.pop())
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def assert_same_run(a, b):
@@ -37,21 +68,6 @@ def assert_same_run(a, b):
 def snapshot(folder):
     return {path.relative_to(folder): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def run_main(capsys, *args):
-    """gan_mnist.main(ARGS) in this process, as a finished process: for inputs that are
-    refused before any training, where a new interpreter would only add start-up time."""
-    import gan_mnist
-
-    try:
-        with pytest.raises(SystemExit) as exited:
-            gan_mnist.main([str(arg) for arg in args])
-    finally:
-        while gan_mnist.HELD_LOCKS:  # as the process's end would: free its output folder for later runs
-            os.close(gan_mnist.HELD_LOCKS.pop())
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, exited.value.code, captured.out, captured.err)
 
 
 def assert_one_line_error(result, *words):
@@ -70,7 +86,7 @@ PENALTY_OFTEN = ["--gp-gamma", "1", "--gp-every", "3"]
 
 
 def test_same_seed_repeats_exactly_on_cpu(tiny_mnist, tmp_path):
-    first = train(tiny_mnist, tmp_path / "a", "--epochs", "2", *PENALTY_OFTEN)
+    first = train(tiny_mnist, tmp_path / "a", "--epochs", "2", *PENALTY_OFTEN, own_process=True)  # as a user reruns
     second = train(tiny_mnist, tmp_path / "b", "--epochs", "2", *PENALTY_OFTEN)
     assert_same_run(first, second)
     other_seed = train(tiny_mnist, tmp_path / "c", "--epochs", "2", *PENALTY_OFTEN, "--seed", "1")
@@ -120,45 +136,45 @@ def finished_run(tmp_path_factory):
     return data, out_dir
 
 
-def test_resume_refuses_a_changed_model_or_batch_size(finished_run, capsys):
+def test_resume_refuses_a_changed_model_or_batch_size(finished_run):
     data, out_dir = finished_run
     before = snapshot(out_dir)
     for flag, value in [("--hidden-dim", "128"), ("--batch-size", "32"), ("--z-dim", "10"), ("--gp-gamma", "5.0")]:
-        result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
+        result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
                             *TINY_RUN_FLAGS, flag, value)
         assert_one_line_error(result, flag, value)
-    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
                       *TINY_RUN_FLAGS, "--article-pixels")
     assert_one_line_error(result, "trained with --no-article-pixels, this run asks for --article-pixels")
     assert snapshot(out_dir) == before
 
 
-def test_a_checkpoint_from_before_the_penalty_resumes_without_it(tiny_mnist, tmp_path, capsys):
+def test_a_checkpoint_from_before_the_penalty_resumes_without_it(tiny_mnist, tmp_path):
     out_dir = tmp_path / "old"
     saved = train(tiny_mnist, out_dir, "--epochs", "1", "--gp-gamma", "0", "--gp-every", "1")
     for name in ("gp_gamma", "gp_every"):  # what a checkpoint of the earlier script holds
         del saved["config"][name]
     torch.save(saved, out_dir / "checkpoint.pt")
-    refused = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", out_dir, "--resume", "--epochs", "2",
+    refused = run_here("--data-dir", tiny_mnist, "--out-dir", out_dir, "--resume", "--epochs", "2",
                          *TINY_RUN_FLAGS, "--gp-gamma", "1")
     assert_one_line_error(refused, "--gp-gamma 0.0")
     resumed = train(tiny_mnist, out_dir, "--epochs", "2", "--resume", "--gp-gamma", "0", "--gp-every", "1")
     assert resumed["step"] == 8
 
 
-def test_resuming_a_finished_run_says_so(finished_run, capsys):
+def test_resuming_a_finished_run_says_so(finished_run):
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "1", *TINY_RUN_FLAGS)
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "1", *TINY_RUN_FLAGS)
     assert result.returncode == 0
     assert "finished" in result.stdout and "--epochs" in result.stdout
     assert snapshot(out_dir) == before
 
 
-def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run, capsys):
+def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run):
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--epochs", "1", *TINY_RUN_FLAGS)
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--epochs", "1", *TINY_RUN_FLAGS)
     assert_one_line_error(result, "--resume", "--overwrite")
     assert snapshot(out_dir) == before
 
@@ -296,7 +312,7 @@ def test_a_second_run_in_the_same_folder_is_refused_while_the_first_trains(tiny_
     out_dir = tmp_path / "out"
     first = start_long_run(tiny_mnist, out_dir)
     try:
-        second = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, "--overwrite", *TINY_RUN_FLAGS)
+        second = run_here("--data-dir", tiny_mnist, "--out-dir", out_dir, "--overwrite", *TINY_RUN_FLAGS)
         assert_one_line_error(second, "another run is training", str(out_dir), "--out-dir")
         assert first.poll() is None  # the first run goes on
     finally:
@@ -327,7 +343,7 @@ def test_an_output_folder_deleted_mid_run_is_made_again(tiny_mnist, tmp_path):
 # ---- --generate ----------------------------------------------------------------------
 def test_generate_draws_digits_without_mnist(finished_run, tmp_path):
     _, out_dir = finished_run
-    result = run_script("--generate", "16", "--checkpoint", out_dir / "checkpoint.pt", "--out-dir", tmp_path,
+    result = run_here("--generate", "16", "--checkpoint", out_dir / "checkpoint.pt", "--out-dir", tmp_path,
                         "--data-dir", tmp_path / "no_mnist_here", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     from PIL import Image
@@ -357,31 +373,31 @@ BAD_SETTINGS = [
 
 
 @pytest.mark.parametrize("flags, words", BAD_SETTINGS, ids=[" ".join(flags) for flags, _ in BAD_SETTINGS])
-def test_bad_settings_get_one_line(finished_run, capsys, flags, words):
+def test_bad_settings_get_one_line(finished_run, flags, words):
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--overwrite", *flags)
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--overwrite", *flags)
     assert_one_line_error(result, *words)
     assert snapshot(out_dir) == before
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
-def test_a_missing_gpu_gets_one_line(finished_run, capsys, device):
+def test_a_missing_gpu_gets_one_line(finished_run, device):
     available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
     if available:
         pytest.skip(f"this machine has {device}")
     data, out_dir = finished_run
     before = snapshot(out_dir)
-    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", device)
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", device)
     assert_one_line_error(result, f"--device {device}", "--device cpu")
     assert snapshot(out_dir) == before
 
 
-def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_path, capsys):
+def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_path):
     _, out_dir = finished_run
     before = snapshot(out_dir)
     # No network here (or a blocked one): the download fails, and the message says what to do.
-    result = run_main(capsys, "--data-dir", tmp_path / "empty", "--out-dir", out_dir, "--overwrite",
+    result = run_here("--data-dir", tmp_path / "empty", "--out-dir", out_dir, "--overwrite",
                       "--device", "cpu", "--max-steps", "1")
     if result.returncode == 0:
         pytest.skip("MNIST could be downloaded: this machine has a network")
@@ -391,7 +407,7 @@ def test_missing_mnist_without_network_names_folder_and_files(finished_run, tmp_
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not_idx"])
-def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, capsys, damage):
+def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, damage):
     _, out_dir = finished_run
     data = make_tiny_mnist(tmp_path / "data")
     images = data / "MNIST" / "raw" / "train-images-idx3-ubyte"
@@ -400,22 +416,22 @@ def test_damaged_mnist_files_get_one_line(finished_run, tmp_path, capsys, damage
     else:
         images.write_text("<html>404 Not Found</html>" * 100)
     before = snapshot(out_dir)
-    result = run_main(capsys, "--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", "cpu")
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--overwrite", "--device", "cpu")
     assert_one_line_error(result, str(images), "truncated or not an MNIST IDX file")
     assert snapshot(out_dir) == before
 
 
-def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_path, capsys):
+def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")  # a folder cannot be made inside a file, even by root
-    result = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", blocker / "outputs", "--device", "cpu")
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", blocker / "outputs", "--device", "cpu")
     assert_one_line_error(result, "cannot write", str(blocker / "outputs"), "--out-dir")
     assert blocker.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("mode", ["--resume", "--generate"])
 @pytest.mark.parametrize("problem", ["missing", "unreadable", "not_ours", "another_version"])
-def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, capsys, mode, problem):
+def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     checkpoint = out_dir / "checkpoint.pt"
@@ -427,7 +443,7 @@ def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, capsys, mode, proble
         torch.save({"format": "gan_mnist checkpoint v99", "generator": {}}, checkpoint)
     before = snapshot(out_dir)
     flags = ["--resume", "--epochs", "2", *TINY_RUN_FLAGS] if mode == "--resume" else ["--generate", "8"]
-    result = run_main(capsys, "--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
     words = {"missing": ["no checkpoint", str(checkpoint)], "unreadable": ["cannot read", str(checkpoint)],
              "not_ours": ["not a gan_mnist checkpoint", str(checkpoint)],
              "another_version": ["another version of gan_mnist.py", "v99", "--overwrite"]}[problem]
@@ -438,7 +454,7 @@ def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, capsys, mode, proble
 def test_a_diverging_run_stops_with_the_step_and_a_hint(finished_run, tmp_path):
     data, _ = finished_run
     # Adam moves each weight by about lr per step: 1e38 overflows float32 at once.
-    result = run_script("--data-dir", data, "--out-dir", tmp_path, "--epochs", "3", "--lr", "1e38", *TINY_RUN_FLAGS)
+    result = run_here("--data-dir", data, "--out-dir", tmp_path, "--epochs", "3", "--lr", "1e38", *TINY_RUN_FLAGS)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     line = result.stderr.strip()

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 import gan_mnist
-from conftest import TINY_RUN_FLAGS, run_script
-from test_dependable import run_with
+from conftest import TINY_RUN_FLAGS
+from test_dependable import run_here, run_with
 
 
 def assert_png(path):
@@ -21,7 +21,7 @@ def assert_png(path):
 @pytest.fixture(scope="module")
 def two_epochs(tiny_mnist, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("run") / "out"
-    result = run_script("--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "2", *TINY_RUN_FLAGS)
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "2", *TINY_RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     return result, out_dir
 
@@ -45,7 +45,7 @@ def test_the_checkpoint_keeps_d_scores_from_the_start_and_the_end(two_epochs):
 
 
 def test_generate_draws_the_three_pictures_with_mnist(two_epochs, tiny_mnist, tmp_path):
-    result = run_script("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
+    result = run_here("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
                         "--data-dir", tiny_mnist, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for name in ["generated.png", "latent_walk.png", "d_scores.png", "nearest_training.png"]:
@@ -55,7 +55,7 @@ def test_generate_draws_the_three_pictures_with_mnist(two_epochs, tiny_mnist, tm
 
 
 def test_generate_without_mnist_says_which_picture_it_skips(two_epochs, tmp_path):
-    result = run_script("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
+    result = run_here("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
                         "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "no nearest_training.png" in result.stdout and "--data-dir" in result.stdout
