@@ -532,7 +532,7 @@ def format_seconds(seconds):
 
 
 def to_picture(flat_images, nrow=None):
-    """(N, 784) pixels in [-1, 1] -> one grid image in [0, 1] for imshow, nrow
+    """(N, 784) pixels in [-1, 1] -> one grid image in [0, 1] to draw, nrow
     digits a row, 2-pixel white lines between them. NumPy only, no torch: it
     runs on the drawing thread, where torch would start a second team of CPU
     threads to fight training's."""
@@ -549,7 +549,7 @@ def draw_digits(panels, path, nrow=None):
     """Save one picture with a grid of digits per (title, images) panel, side by side.
     Each pixel the generator drew becomes a square of 2 x 2 screen pixels (3 x 3
     in small grids, 1 x 1 in huge ones): no blur, and no axes to lay out, so it
-    costs a third of an imshow plot (it is drawn every epoch)."""
+    takes about half the time of an imshow plot (it is drawn every epoch)."""
     pictures = [(title, to_picture(images, nrow)) for title, images in panels]
     scale = max(1, min(3, 700 // max(picture.shape[1] for _, picture in pictures)))
     pictures = [(title, picture.repeat(scale, axis=0).repeat(scale, axis=1)) for title, picture in pictures]
@@ -831,7 +831,7 @@ def yield_the_cpu_to_training():
     """Give the calling (drawing) thread the lowest CPU priority, so that it
     draws in the moments training leaves a core idle. Measured on a 2-core CPU:
     a thread drawing grids without pause slowed training's steps 5-fold at the
-    normal priority, and not measurably at the lowest. If drawing falls behind,
+    normal priority, and by no more than the machine's noise at the lowest. If drawing falls behind,
     MOST_QUEUED makes training wait, and the drawing catches up.
     Linux only: there a thread's own id names that thread alone; elsewhere the
     call would slow the whole process."""
