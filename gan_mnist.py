@@ -831,7 +831,7 @@ def yield_the_cpu_to_training():
     """Give the calling (drawing) thread the lowest CPU priority, so that it
     draws in the moments training leaves a core idle. Measured on a 2-core CPU:
     a thread drawing grids without pause slowed training's steps 5-fold at the
-    normal priority, and by no more than the machine's noise at the lowest. If drawing falls behind,
+    normal priority, and by a quarter at most at the lowest. If drawing falls behind,
     MOST_QUEUED makes training wait, and the drawing catches up.
     Linux only: there a thread's own id names that thread alone; elsewhere the
     call would slow the whole process."""
