@@ -10,7 +10,7 @@ from PIL import Image
 
 import gan_mnist
 from conftest import TINY_RUN_FLAGS
-from test_dependable import run_here, run_with
+from test_dependable import run_here
 
 
 def assert_png(path):
@@ -160,20 +160,21 @@ def test_the_coach_says_when_the_samples_collapse(real_digits, capsys):
     assert "--gp-gamma 40" in line  # the penalty is on: the coach suggests a stronger one
 
 
-def test_a_run_whose_generator_ignores_z_is_told_it_collapsed(tiny_mnist, tmp_path):
-    ignores_z = ("forward = gan_mnist.Generator.forward\n"
-                 "gan_mnist.Generator.forward = lambda self, z, labels=None: forward(self, z[:1].expand_as(z), labels)")
-    result = run_with(ignores_z, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", *TINY_RUN_FLAGS)
+def test_a_run_whose_generator_ignores_z_is_told_it_collapsed(tiny_mnist, tmp_path, monkeypatch):
+    forward = gan_mnist.Generator.forward
+    monkeypatch.setattr(gan_mnist.Generator, "forward",
+                        lambda self, z, labels=None: forward(self, z[:1].expand_as(z), labels))
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", *TINY_RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "the samples have collapsed: at epoch 1" in warnings[0]
     assert "0.00x as much as real digits" in warnings[0]
 
 
-def test_a_run_whose_generator_never_learns_is_told_the_discriminator_won(tiny_mnist, tmp_path):
+def test_a_run_whose_generator_never_learns_is_told_the_discriminator_won(tiny_mnist, tmp_path, monkeypatch):
     # G's loss made constant: its gradient is zero, so D alone learns, fast (lr 0.01, no penalty).
-    frozen_generator = "gan_mnist.generator_loss = lambda fake_logits: fake_logits.sum() * 0"
-    result = run_with(frozen_generator, "--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "12",
+    monkeypatch.setattr(gan_mnist, "generator_loss", lambda fake_logits: fake_logits.sum() * 0)
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "12",
                       "--lr", "0.01", "--gp-gamma", "0", *TINY_RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: the discriminator")]
