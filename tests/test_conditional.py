@@ -82,7 +82,7 @@ def test_resume_refuses_a_change_of_conditional(conditional_run, tiny_mnist):
 def test_generate_draws_a_table_or_the_digit_asked_for(conditional_run, tmp_path, digit, words):
     extra = [] if digit is None else ["--digit", digit]
     result = run_here("--generate", "16", *extra, "--checkpoint", conditional_run[1] / "checkpoint.pt",
-                        "--out-dir", tmp_path, "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
+                      "--out-dir", tmp_path, "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert any(word in result.stdout for word in words), result.stdout
     with Image.open(tmp_path / "generated.png") as image:

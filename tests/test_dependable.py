@@ -141,7 +141,7 @@ def test_resume_refuses_a_changed_model_or_batch_size(finished_run):
     before = snapshot(out_dir)
     for flag, value in [("--hidden-dim", "128"), ("--batch-size", "32"), ("--z-dim", "10"), ("--gp-gamma", "5.0")]:
         result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
-                            *TINY_RUN_FLAGS, flag, value)
+                          *TINY_RUN_FLAGS, flag, value)
         assert_one_line_error(result, flag, value)
     result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "3",
                       *TINY_RUN_FLAGS, "--article-pixels")
@@ -156,7 +156,7 @@ def test_a_checkpoint_from_before_the_penalty_resumes_without_it(tiny_mnist, tmp
         del saved["config"][name]
     torch.save(saved, out_dir / "checkpoint.pt")
     refused = run_here("--data-dir", tiny_mnist, "--out-dir", out_dir, "--resume", "--epochs", "2",
-                         *TINY_RUN_FLAGS, "--gp-gamma", "1")
+                       *TINY_RUN_FLAGS, "--gp-gamma", "1")
     assert_one_line_error(refused, "--gp-gamma 0.0")
     resumed = train(tiny_mnist, out_dir, "--epochs", "2", "--resume", "--gp-gamma", "0", "--gp-every", "1")
     assert resumed["step"] == 8
@@ -344,7 +344,7 @@ def test_an_output_folder_deleted_mid_run_is_made_again(tiny_mnist, tmp_path):
 def test_generate_draws_digits_without_mnist(finished_run, tmp_path):
     _, out_dir = finished_run
     result = run_here("--generate", "16", "--checkpoint", out_dir / "checkpoint.pt", "--out-dir", tmp_path,
-                        "--data-dir", tmp_path / "no_mnist_here", "--device", "cpu")
+                      "--data-dir", tmp_path / "no_mnist_here", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     from PIL import Image
     with Image.open(tmp_path / "generated.png") as image:

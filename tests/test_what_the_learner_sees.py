@@ -46,7 +46,7 @@ def test_the_checkpoint_keeps_d_scores_from_the_start_and_the_end(two_epochs):
 
 def test_generate_draws_the_three_pictures_with_mnist(two_epochs, tiny_mnist, tmp_path):
     result = run_here("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
-                        "--data-dir", tiny_mnist, "--device", "cpu")
+                      "--data-dir", tiny_mnist, "--device", "cpu")
     assert result.returncode == 0, result.stderr
     for name in ["generated.png", "latent_walk.png", "d_scores.png", "nearest_training.png"]:
         assert_png(tmp_path / name)
@@ -56,7 +56,7 @@ def test_generate_draws_the_three_pictures_with_mnist(two_epochs, tiny_mnist, tm
 
 def test_generate_without_mnist_says_which_picture_it_skips(two_epochs, tmp_path):
     result = run_here("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
-                        "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
+                      "--data-dir", tmp_path / "no_mnist", "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert "no nearest_training.png" in result.stdout and "--data-dir" in result.stdout
     assert_png(tmp_path / "latent_walk.png")
