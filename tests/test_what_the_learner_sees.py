@@ -137,7 +137,7 @@ def test_the_coach_says_once_when_the_discriminator_has_won(real_digits, capsys)
     coach.watch(2, epoch_of(0.01), varied)
     [line] = capsys.readouterr().out.splitlines()
     assert line.startswith("warning: the discriminator has won") and "epoch 2" in line
-    assert "--gp-gamma 10" in line  # this run has no penalty: the coach suggests it
+    assert f"--gp-gamma {gan_mnist.GP_GAMMA:g}" in line  # this run has no penalty: the coach suggests the default
     coach.watch(3, epoch_of(0.01), varied)
     assert capsys.readouterr().out == ""  # once per episode...
     coach.watch(4, epoch_of(0.2), varied)
@@ -152,12 +152,12 @@ def test_one_fair_step_in_the_epoch_is_not_a_won_discriminator(real_digits, caps
 
 
 def test_the_coach_says_when_the_samples_collapse(real_digits, capsys):
-    coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args([]))
+    coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args(["--gp-gamma", "1"]))
     one_picture = real_digits[0] + 0.05 * torch.randn(64, 784)  # nearly the same image for every z
     coach.watch(7, epoch_of(0.4), one_picture)
     [line] = capsys.readouterr().out.splitlines()
     assert line.startswith("warning: the samples have collapsed: at epoch 7") and "--seed" in line
-    assert "--gp-gamma 40" in line  # the penalty is on: the coach suggests a stronger one
+    assert "--gp-gamma 4" in line  # the penalty is on: the coach suggests one four times as strong
 
 
 def test_a_run_whose_generator_ignores_z_is_told_it_collapsed(tiny_mnist, tmp_path, monkeypatch):
@@ -178,7 +178,7 @@ def test_a_run_whose_generator_never_learns_is_told_the_discriminator_won(tiny_m
                       "--lr", "0.01", "--gp-gamma", "0", *TINY_RUN_FLAGS)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: the discriminator")]
-    assert len(warnings) == 1 and "--gp-gamma 10" in warnings[0], result.stdout
+    assert len(warnings) == 1 and f"--gp-gamma {gan_mnist.GP_GAMMA:g}" in warnings[0], result.stdout
 
 
 # ---- The background writer ---------------------------------------------------------------
