@@ -432,7 +432,7 @@ def gradient_penalty(logits, images, gamma):
 
 def penalty_for_step(step, gamma, every):
     """Lazy regularisation (Karras et al. 2020, StyleGAN2): the penalty on one
-    step in `every`, `every` times as strong, steers D as much for a fraction of the work."""
+    step in `every`, `every` times as strong, steers D nearly as much for a fraction of the work."""
     return gamma * every if gamma > 0 and step % every == 0 else 0.0
 
 
