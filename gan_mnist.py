@@ -298,7 +298,7 @@ def train(args):
     """The article's loop (section 5.6) with the pictures, logs and checkpoints a learner needs."""
     device = pick_device(args.device)
     out_dir = prepare_out_dir(args)
-    resumed = load_checkpoint(out_dir / "checkpoint.pt", device) if args.resume else None
+    resumed = load_checkpoint(out_dir / "checkpoint.pt") if args.resume else None
     if resumed:
         check_resumable(resumed, args)
     print(f"Training on {describe_device(device)}", flush=True)
@@ -380,7 +380,7 @@ def train(args):
         # Queued after the grids: a checkpoint on disk never claims an epoch whose grid is not.
         files.submit(write_checkpoint, out_dir / "checkpoint.pt", checkpoint_bytes(
             generator, discriminator, g_optimizer, d_optimizer, epoch, step, batches_into_epoch, args,
-            history, fixed_noise, d_scores))
+            history, fixed_noise, d_scores), must_succeed=True)
         if epoch % LOSS_PLOT_EVERY == 0:
             files.submit(plot_losses, history, steps_per_epoch, out_dir / "losses.png")
 
@@ -701,8 +701,9 @@ def latent_walk(generator, noise, rows=8, points=10):
 @torch.no_grad()
 def nearest_training_digits(images, training_images, k, chunk=250):
     """Pixel distance from each image to its k nearest training digits, and which ones they are."""
-    distances, indices = zip(*(torch.cdist(part, training_images).topk(k, largest=False)
-                               for part in images.split(chunk)))
+    # use_mm: distances from matrix products, which every device has (Apple's MPS too)
+    distances, indices = zip(*(torch.cdist(part, training_images, compute_mode="use_mm_for_euclid_dist")
+                               .topk(k, largest=False) for part in images.split(chunk)))
     return torch.cat(distances), torch.cat(indices)
 
 
@@ -788,10 +789,13 @@ class Coach:
 class BackgroundWriter:
     """Draws pictures and writes files on one background thread, in the order
     they were asked for, so the training loop never waits for matplotlib or
-    the disk. A write that fails is raised here, in the training thread, as the
-    same one-line error, at the next submit() or at close(). If drawing falls
-    behind (a fast GPU, a tiny data set), training waits for it rather than
-    queueing pictures without end."""
+    the disk. If drawing falls behind (a fast GPU, a tiny data set), training
+    waits for it rather than queueing pictures without end.
+
+    A picture that cannot be written (a viewer holding the PNG open, a full
+    disk that frees up) is a warning, printed in the training thread, and
+    training goes on. A write that must succeed (the checkpoint) is raised in
+    the training thread as its one-line error, at the next submit() or at close()."""
 
     MOST_QUEUED = 4
     open_writers = []  # so that main() can let their queued work finish before it reports an error
@@ -800,13 +804,15 @@ class BackgroundWriter:
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gan_mnist_files",
                                          initializer=yield_the_cpu_to_training)
         self.pending = []
+        self.picture_trouble = None  # the cause last warned about, until a picture is written again
         BackgroundWriter.open_writers.append(self)
 
-    def submit(self, function, *args):
+    def submit(self, function, *args, must_succeed=False):
         if len(self.pending) >= self.MOST_QUEUED:
             self.pending[0].exception()  # waits for the oldest to finish
         self.raise_errors(wait=False)
-        self.pending.append(self.worker.submit(function, *args))
+        job = function if must_succeed else functools.partial(report_a_failed_write, function)
+        self.pending.append(self.worker.submit(job, *args))
 
     def close(self):
         """Return once everything asked for is on disk."""
@@ -824,7 +830,25 @@ class BackgroundWriter:
         finished = [job for job in self.pending if wait or job.done()]
         self.pending = [job for job in self.pending if job not in finished]
         for job in finished:
-            job.result()  # raises the job's error, if it had one
+            failed = job.result()  # raises the error of a write that must succeed
+            if isinstance(failed, WriteError):
+                if failed.cause != self.picture_trouble:  # once, not on every grid, while the trouble lasts
+                    clear_progress()
+                    print(f"warning: cannot write {failed.path} ({failed.cause}); training goes on, and the "
+                          f"next pictures are tried again", flush=True)
+                self.picture_trouble = failed.cause
+            elif failed is True:  # a picture written: warn afresh if trouble comes back
+                self.picture_trouble = None
+
+
+def report_a_failed_write(draw, *args):
+    """Run a picture's drawing on the writer's thread: True once it is written,
+    or the WriteError that stopped it, for the training thread to warn about."""
+    try:
+        draw(*args)
+    except WriteError as error:
+        return error
+    return True
 
 
 def yield_the_cpu_to_training():
@@ -1122,7 +1146,13 @@ def checkpoint_bytes(generator, discriminator, g_optimizer, d_optimizer, epoch, 
 
 
 def write_checkpoint(path, data):
-    write_atomically(path, lambda temporary: temporary.write_bytes(data))
+    def write_to_the_disk(temporary):
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())  # on the disk itself, not only in its cache, before the rename makes it the one
+
+    write_atomically(path, write_to_the_disk)
 
 
 def write_atomically(path, write):
@@ -1155,20 +1185,31 @@ WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quot
                   errno.ENOENT: "the folder was removed"}
 
 
+class WriteError(RunError):
+    """A file that could not be written: the end of the run for the checkpoint, a warning for a picture."""
+
+    def __init__(self, path, cause):
+        super().__init__(f"cannot write {path} ({cause}). The last whole checkpoint is kept: make room or fix the "
+                         f"folder, then continue with --resume (or choose another --out-dir)")
+        self.path, self.cause = path, cause
+
+
 def write_error(path, error):
-    cause = WRITE_FAILURES.get(error.errno, error.strerror or first_line(error))
-    return RunError(f"cannot write {path} ({cause}). The last whole checkpoint is kept: make room or fix the "
-                    f"folder, then continue with --resume (or choose another --out-dir)")
+    return WriteError(path, WRITE_FAILURES.get(error.errno, error.strerror or first_line(error)))
 
 
-def load_checkpoint(path, device):
+def load_checkpoint(path):
+    """The checkpoint, every tensor in it on the CPU. The networks' weights go to
+    the training device when they are loaded into the networks; the rest (D's
+    scores, the loss history, random states) is drawn or kept, which happens on
+    the CPU, so it must never come back as a GPU tensor."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"no checkpoint at {path}. Train first (python gan_mnist.py), "
                        f"or point at one with --out-dir or --checkpoint")
     try:
         # weights_only=True: a checkpoint holds tensors and plain values, never code to run.
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise RunError(f"cannot read the checkpoint {path} ({first_line(error)}). It is damaged or not a "
                        f"PyTorch file: train again, or use --overwrite to start afresh") from None
@@ -1332,7 +1373,7 @@ def generate(args):
     after-training pictures. MNIST is needed only for nearest_training.png."""
     device = pick_device(args.device)
     out_dir = Path(args.out_dir)
-    checkpoint = load_checkpoint(args.checkpoint or out_dir / "checkpoint.pt", device)
+    checkpoint = load_checkpoint(args.checkpoint or out_dir / "checkpoint.pt")
     config = {**SETTINGS_BEFORE_THEY_EXISTED, **checkpoint["config"]}
     if args.digit is not None and not config["num_classes"]:
         raise RunError(f"--digit {args.digit}: this checkpoint's GAN was trained without --conditional, so it "
@@ -1350,7 +1391,8 @@ def generate(args):
     what = f"{count} digits" if args.digit is None else f"{count} of digit {args.digit}"
     title = f"{what}, epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     files = BackgroundWriter()
-    files.submit(draw_digits, [(title, samples_from(generator, z, labels))], out_dir / "generated.png", columns)
+    files.submit(draw_digits, [(title, samples_from(generator, z, labels))], out_dir / "generated.png", columns,
+                 must_succeed=True)  # what was asked for: an error if it cannot be written
     training_images = test_images = None
     if check_mnist_files(args.data_dir):
         article_pixels = config.get("article_pixels", False)

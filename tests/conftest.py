@@ -78,3 +78,30 @@ def run_script(*args, cwd=None, timeout=300, script=SCRIPT, env=None):
 
 
 TINY_RUN_FLAGS = ["--batch-size", "64", "--sample-every", "3", "--device", "cpu"]
+
+
+def tensors_in(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from tensors_in(item)
+
+
+@pytest.fixture
+def drawn_on(monkeypatch):
+    """The devices of every tensor handed to the drawing thread: it draws with NumPy, on the CPU."""
+    import gan_mnist
+
+    devices = set()
+    submit = gan_mnist.BackgroundWriter.submit
+
+    def recording_submit(self, function, *args, **options):
+        devices.update(tensor.device.type for tensor in tensors_in(list(args)))
+        return submit(self, function, *args, **options)
+
+    monkeypatch.setattr(gan_mnist.BackgroundWriter, "submit", recording_submit)
+    return devices

@@ -267,14 +267,12 @@ def test_a_file_size_limit_mid_run_keeps_the_last_checkpoint(three_epochs, tmp_p
 
 def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(three_epochs, tmp_path):
     tiny_mnist, out_dir = three_epochs[0], after_one_epoch(three_epochs, tmp_path)
-    # The second checkpoint's write fills the disk part-way through its temporary file.
-    disk_fills = ("import errno, pathlib\nwrite = pathlib.Path.write_bytes\n"
-                  "def full_disk(path, data):\n"
-                  "    if not path.name.endswith('.tmp'):\n"
-                  "        return write(path, data)\n"
-                  "    write(path, bytes(data)[:1000])\n"
+    # The resumed run's first checkpoint fills the disk: its bytes sit in the cache, and the
+    # flush to the disk (fsync) says there is no room, as a full disk does.
+    disk_fills = ("import errno, os\n"
+                  "def full_disk(fd):\n"
                   "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
-                  "pathlib.Path.write_bytes = full_disk")
+                  "os.fsync = full_disk")
     result = run_with(disk_fills, "--data-dir", tiny_mnist, "--out-dir", out_dir, "--epochs", "3", "--resume",
                       *TINY_RUN_FLAGS)
     assert_one_line_error(result, "checkpoint.pt", "the disk is full", "--resume")

@@ -1,15 +1,18 @@
 """The pictures that explain what the GAN learned, the coach's warnings, and the
 background writer that keeps drawing off the training path."""
+import errno
 import os
 import sys
 import threading
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import gan_mnist
-from conftest import TINY_RUN_FLAGS
+from conftest import TINY_RUN_FLAGS, tensors_in
 from test_dependable import run_here
 
 
@@ -76,11 +79,12 @@ def test_the_latent_walk_goes_from_one_noise_vector_to_the_other_on_the_sphere()
     assert ((lengths >= low[:, None] - 1e-4) & (lengths <= high[:, None] + 1e-4)).all()
     generator = gan_mnist.Generator()
     noise = torch.randn(16, 100)
-    walk = gan_mnist.latent_walk(generator, noise, rows=8, points=10)
-    assert walk.shape == (80, 784)
+    walk = gan_mnist.latent_walk(generator, noise, rows=8, points=10).reshape(8, 10, 784)
     with torch.no_grad():
-        torch.testing.assert_close(walk[0], generator(noise[:1])[0])  # row 0 starts at z 0...
-        torch.testing.assert_close(walk[9], generator(noise[1:2])[0])  # ...and ends at z 1
+        # row r starts at G(z 2r) and ends at G(z 2r+1): the first and last columns of latent_walk.png
+        torch.testing.assert_close(walk[:, 0], generator(noise[0:16:2]))
+        torch.testing.assert_close(walk[:, -1], generator(noise[1:16:2]))
+    assert (walk[:, 1:] - walk[:, :-1]).abs().amax() > 0  # and it does walk
 
 
 class Copier(torch.nn.Module):
@@ -115,6 +119,132 @@ def test_an_honest_generator_is_as_far_from_the_training_digits_as_real_test_dig
     gan_mnist.check_for_copying(Copier(new_digits), torch.randn(40, 100), training_images, test_images)
     ratio = float(capsys.readouterr().out.split("(")[1].split("x;")[0])
     assert 0.9 < ratio < 1.1
+
+
+# ---- What the pictures hold ------------------------------------------------------------
+def known_digits(count=10):
+    """Image k: black, a white bar across row 2k + 1, a white top-left pixel (which way up) and a grey one."""
+    images = -torch.ones(count, 28, 28)
+    for k in range(count):
+        images[k, 2 * k + 1, 3:25] = 1
+    images[:, 0, 0], images[:, 27, 14] = 1, 0
+    return images.reshape(count, 784)
+
+
+def test_a_grid_puts_digit_k_in_cell_k_right_way_up_between_white_lines():
+    images = known_digits()
+    grid = gan_mnist.to_picture(images, nrow=4)  # 3 rows of 4, the last with two empty cells
+    assert grid.shape == (3 * 30 + 2, 4 * 30 + 2)
+    for k in range(12):
+        row, column = divmod(k, 4)
+        cell = grid[row * 30 + 2:row * 30 + 30, column * 30 + 2:column * 30 + 30]
+        expected = (images[k].reshape(28, 28).numpy() + 1) / 2 if k < 10 else np.ones((28, 28))  # empty: white
+        np.testing.assert_array_equal(cell, expected, err_msg=f"cell {k}")
+    for offset in (0, 1):  # 2-pixel white lines around every cell
+        assert (grid[offset::30, :] == 1).all() and (grid[:, offset::30] == 1).all()
+
+
+def drawn_picture(path, grid):
+    """The digits as the PNG shows them, scaled back to one screen pixel a digit pixel, in [0, 1];
+    they sit at the bottom, centred, under the title."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    scale = next(scale for scale in (3, 2, 1) if grid.shape[1] * scale <= pixels.shape[1]
+                 and grid.shape[0] * scale < pixels.shape[0])
+    height, width = grid.shape[0] * scale, grid.shape[1] * scale
+    left = (pixels.shape[1] - width) // 2
+    return pixels[-height:, left:left + width][::scale, ::scale]
+
+
+def test_the_saved_grid_shows_each_digit_where_it_belongs(tmp_path):
+    images = known_digits()
+    gan_mnist.draw_digits([("ten known digits", images)], tmp_path / "grid.png", 5)
+    grid = gan_mnist.to_picture(images, 5)
+    np.testing.assert_allclose(drawn_picture(tmp_path / "grid.png", grid), grid, atol=1 / 255)
+    # ...and a grid whose digits are shuffled or turned upside down does not pass for it
+    gan_mnist.draw_digits([("shuffled", images[torch.randperm(10, generator=torch.Generator().manual_seed(0))])],
+                          tmp_path / "shuffled.png", 5)
+    gan_mnist.draw_digits([("upside down", images.reshape(10, 28, 28).flip(1).reshape(10, 784))],
+                          tmp_path / "flipped.png", 5)
+    for name in ("shuffled.png", "flipped.png"):
+        assert np.abs(drawn_picture(tmp_path / name, grid) - grid).max() == 1, name
+
+
+def as_a_gif_frame(png_path):
+    """A PNG in the 256 colours a GIF frame has, as grey levels."""
+    with Image.open(png_path) as image:
+        return np.asarray(image.convert("P", palette=Image.Palette.ADAPTIVE).convert("L"), dtype=np.float32)
+
+
+def test_the_gif_has_one_frame_per_epoch_grid_in_order(two_epochs):
+    _, out_dir = two_epochs
+    grids = sorted((out_dir / "samples").glob("epoch_*.png"))
+    with Image.open(out_dir / "training.gif") as gif:
+        assert gif.n_frames == len(grids) >= 2
+        for frame_number, grid in enumerate(grids):
+            gif.seek(frame_number)
+            frame = np.asarray(gif.convert("L"), dtype=np.float32)
+            differences = [np.abs(frame - as_a_gif_frame(other)).mean() for other in grids]
+            assert differences[frame_number] < 0.5 and min(differences) == differences[frame_number], grid.name
+
+
+def test_everything_drawn_after_a_resume_or_generate_is_on_the_cpu(tiny_mnist, tmp_path, drawn_on):
+    # Whatever device trains, a checkpoint comes back on the CPU: D's saved scores, the
+    # loss history and the noise are drawn there (the networks' weights go to the device).
+    out_dir, common = tmp_path / "out", ["--data-dir", tiny_mnist, *TINY_RUN_FLAGS]
+    assert run_here(*common, "--out-dir", out_dir, "--epochs", "1").returncode == 0
+    checkpoint = gan_mnist.load_checkpoint(out_dir / "checkpoint.pt")
+    assert {tensor.device.type for tensor in tensors_in(checkpoint)} == {"cpu"}
+    assert run_here(*common, "--out-dir", out_dir, "--epochs", "2", "--resume").returncode == 0
+    assert run_here("--generate", "8", "--out-dir", out_dir, "--data-dir", tiny_mnist,
+                    "--device", "cpu").returncode == 0
+    assert drawn_on == {"cpu"}
+
+
+# ---- A picture that cannot be written is a warning ----------------------------------------
+def test_a_picture_that_cannot_be_written_warns_and_training_finishes(tiny_mnist, tmp_path, monkeypatch):
+    replace = os.replace
+
+    def held_open_by_a_viewer(source, target):  # as Windows refuses to replace a file that is open
+        if Path(target).name in {"epoch_001.png", "losses.png"}:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return replace(source, target)
+
+    monkeypatch.setattr(gan_mnist.os, "replace", held_open_by_a_viewer)
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", *TINY_RUN_FLAGS)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: cannot write")]
+    assert [line.split(" (")[0] for line in warnings] == [f"warning: cannot write {tmp_path / name}"
+                                                          for name in ("samples/epoch_001.png", "losses.png")]
+    assert all("permission denied); training goes on" in line for line in warnings)
+    assert result.stdout.splitlines()[-1].startswith("Done: 8 steps")
+    assert gan_mnist.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+    assert (tmp_path / "samples" / "epoch_002.png").is_file() and (tmp_path / "training.gif").is_file()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_the_writer_warns_once_while_pictures_keep_failing_and_again_after_one_is_written(tmp_path, capsys):
+    def full_disk(path):
+        raise gan_mnist.write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    files = gan_mnist.BackgroundWriter()
+    for name in ("a.png", "b.png", "c.png"):
+        files.submit(full_disk, tmp_path / name)
+    files.submit(lambda: None)  # one written
+    files.submit(full_disk, tmp_path / "d.png")
+    files.close()
+    warnings = capsys.readouterr().out.splitlines()
+    assert [line.split(" (")[0] for line in warnings] == [f"warning: cannot write {tmp_path / name}"
+                                                          for name in ("a.png", "d.png")]
+    assert all("(the disk is full)" in line for line in warnings)
+
+
+def test_the_checkpoint_is_on_the_disk_before_it_replaces_the_last_one(tmp_path, monkeypatch):
+    events, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(gan_mnist.os, "fsync", lambda fd: events.append("fsync") or fsync(fd))
+    monkeypatch.setattr(gan_mnist.os, "replace", lambda a, b: events.append(f"replace {Path(b).name}") or replace(a, b))
+    gan_mnist.write_checkpoint(tmp_path / "checkpoint.pt", b"weights")
+    assert events == ["fsync", "replace checkpoint.pt"] and (tmp_path / "checkpoint.pt").read_bytes() == b"weights"
 
 
 # ---- The coach ---------------------------------------------------------------------------
@@ -194,7 +324,7 @@ def test_the_background_writer_keeps_order_and_hands_on_a_failed_write(tmp_path)
         raise gan_mnist.write_error(tmp_path / "losses.png", OSError(28, "No space left on device"))
 
     files = gan_mnist.BackgroundWriter()
-    files.submit(fails)
+    files.submit(fails, must_succeed=True)  # as the checkpoint is
     files.pending[0].exception()  # wait until it has failed
     with pytest.raises(gan_mnist.RunError, match="the disk is full"):
         files.submit(done.append, 5)  # the training thread hears of it at its next request
@@ -203,7 +333,7 @@ def test_the_background_writer_keeps_order_and_hands_on_a_failed_write(tmp_path)
     assert done[-1] == 6
 
     files = gan_mnist.BackgroundWriter()
-    files.submit(fails)
+    files.submit(fails, must_succeed=True)
     with pytest.raises(gan_mnist.RunError, match="the disk is full"):
         files.close()  # or at the end
 
