@@ -15,6 +15,15 @@ implements. Where this file departs from the article, a comment says why.
 # ---------------------------------------------------------------------------
 # 5.1  导入库 · Imports
 # ---------------------------------------------------------------------------
+import torch
+import torch.nn as nn
+import torchvision
+
+# The article imports matplotlib.pyplot. We draw on Figure objects instead:
+# they render straight to files, need no window, and keep no global state.
+from matplotlib.figure import Figure
+
+# What only the pictures and the dependable parts use (the log, files, checkpoints, Ctrl-C):
 import argparse
 import csv
 import errno
@@ -32,20 +41,13 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np  # comes with torch and matplotlib; the pictures are drawn from NumPy arrays
+from PIL import Image  # comes with matplotlib and torchvision; writes the GIF
+
 try:
     import fcntl  # to keep a second run out of a folder in use; not on Windows
 except ImportError:
     fcntl = None
-
-import numpy as np  # comes with torch and matplotlib; the pictures are drawn from NumPy arrays
-import torch
-import torch.nn as nn
-import torchvision
-
-# The article imports matplotlib.pyplot. We draw on Figure objects instead:
-# they render straight to files, need no window, and keep no global state.
-from matplotlib.figure import Figure
-from PIL import Image  # comes with matplotlib and torchvision; writes the GIF
 
 # ---------------------------------------------------------------------------
 # 常量 · Constants: change them here, or pass the flag in brackets
@@ -53,10 +55,10 @@ from PIL import Image  # comes with matplotlib and torchvision; writes the GIF
 EPOCHS = 200  # passes over the 60,000 training images (--epochs)
 BATCH_SIZE = 128  # images per optimiser step (--batch-size)
 LR = 2e-4  # Adam's learning rate for both networks (--lr)
-BETAS = (0.0, 0.999)  # Adam's moment decay; 0.0 (no momentum) won our measurements, the article keeps 0.9 (--betas)
+BETAS = (0.0, 0.999)  # Adam's decay rates; 0.0: no momentum to carry G and D past each other; article 0.9 (--betas)
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
-GP_GAMMA = 1.0  # gradient penalty on D's slopes; 0.0 is the article's loss; 1.0 got there fastest (--gp-gamma)
+GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few digits; 0.0: the article (--gp-gamma)
 GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: nearly as good, cheaper (--gp-every)
 ARTICLE_PIXELS = False  # True replays the article's flaw: real pixels in [0, 1] against G's Tanh (--article-pixels)
 CONDITIONAL = False  # True: both networks are told the digit, so you can ask for one (--conditional)
@@ -121,46 +123,21 @@ def load_labels(data_dir, train=True):
     return torchvision.datasets.MNIST(root=data_dir, train=train).targets
 
 
-class ShuffledBatches(torch.utils.data.Sampler):
-    """Hands the DataLoader a whole batch of indices at a time.
+def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
+    """One epoch: the training images in a new random order, one slice a batch,
+    each with its labels. The last batch may be smaller; nothing below assumes otherwise.
 
-    The article's DataLoader turns every image into a PIL image, then a tensor,
-    then stacks 128 of them: Python work per image, on every step. Here the
-    whole training set already sits on the device as one tensor, so each batch
-    is a single indexing operation, images[indices]. Each epoch's order comes
-    from (seed, epoch) alone, so a resumed run sees the very same batches.
+    The article's DataLoader(shuffle=True) makes every image a PIL image, then
+    a tensor, then stacks 128 of them: Python work per image, every step. Here
+    the whole set is one tensor already on the device, so a batch is a single
+    indexing operation. The order comes from (seed, epoch) alone, so a run
+    resumed part-way through an epoch (skip: the batches it had done) sees the
+    very same batches.
     """
-
-    def __init__(self, dataset_size, batch_size, seed, device):
-        self.dataset_size = dataset_size
-        self.batch_size = batch_size
-        self.seed = seed
-        self.device = device
-        self.epoch = 0
-        self.batches_to_skip = 0
-
-    def set_epoch(self, epoch, batches_to_skip=0):
-        self.epoch = epoch
-        self.batches_to_skip = batches_to_skip
-
-    def __len__(self):
-        return math.ceil(self.dataset_size / self.batch_size) - self.batches_to_skip
-
-    def __iter__(self):
-        shuffle = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.dataset_size, generator=shuffle).to(self.device)
-        # The last batch may be smaller than batch_size; nothing below assumes otherwise.
-        yield from order.split(self.batch_size)[self.batches_to_skip :]
-
-
-def make_dataloader(images, batch_size, seed, labels=None):
-    """Batches of images, or of (images, labels) when given the labels."""
-    sampler = ShuffledBatches(len(images), batch_size, seed, images.device)
-    dataset = images if labels is None else torch.utils.data.TensorDataset(images, labels)
-    # batch_size=None: the sampler already makes the batches, the loader just indexes.
-    # Its own generator: each new epoch's iterator draws a seed from it, which
-    # would otherwise come from the global one and shift the noise of a resumed run.
-    return torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=None, generator=torch.Generator())
+    shuffle = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(len(images), generator=shuffle).to(images.device)
+    for indices in order.split(batch_size)[skip:]:
+        yield images[indices], labels[indices]
 
 
 # ---------------------------------------------------------------------------
@@ -233,6 +210,13 @@ def generator_loss(fake_logits):
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
+def build_gan(args, device):
+    """The article's G, D and their two Adam optimisers (its G = Generator(z_dim), D = Discriminator())."""
+    generator = Generator(args.z_dim, args.hidden_dim, num_classes=args.num_classes).to(device)
+    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim, num_classes=args.num_classes).to(device)
+    return (generator, discriminator, *make_optimizers(generator, discriminator, args.lr, args.betas))
+
+
 def make_optimizers(generator, discriminator, lr, betas):
     # fused=True runs each Adam update as one kernel instead of one per tensor
     # (on CPU and GPU alike); the arithmetic is Adam's, unchanged.
@@ -288,127 +272,40 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     return torch.stack([d_loss, g_loss, d_of_x, d_of_g_z]).detach()
 
 
-METRIC_NAMES = ["d_loss", "g_loss", "d_x", "d_g_z"]
-PROGRESS_EVERY = 20  # steps between progress-line updates and checks for NaN
-LOSS_PLOT_EVERY = 5  # epochs between redraws of losses.png (and always at the end, or a stop)
-EVALUATION_SIZE = 1000  # held-out real digits, and as many generated ones, for the end-of-run pictures
-
-
 def train(args):
-    """The article's loop (section 5.6) with the pictures, logs and checkpoints a learner needs."""
+    """Section 5.6: the article's two loops, one train_step a batch. Everything
+    around them that is not the GAN (the log, the pictures, checkpoints,
+    Ctrl-C, resuming) is the RunRecord's work, after 5.6."""
     device = pick_device(args.device)
-    out_dir = prepare_out_dir(args)
-    resumed = load_checkpoint(out_dir / "checkpoint.pt") if args.resume else None
-    if resumed:
-        check_resumable(resumed, args)
-    print(f"Training on {describe_device(device)}", flush=True)
+    with RunRecord(args) as run:  # checks and locks OUT_DIR, and reads the checkpoint of a run to resume
+        print(f"Training on {describe_device(device)}", flush=True)
+        torch.manual_seed(args.seed)
+        images = load_mnist(args.data_dir, train=True, article_pixels=args.article_pixels).to(device)
+        labels = load_labels(args.data_dir, train=True).to(device)
+        generator, discriminator, g_optimizer, d_optimizer = build_gan(args, device)
+        # train_step as a function of the batch alone; on a GPU it is recorded once
+        # and replayed as a CUDA graph (see CudaGraphStep near the end of the file).
+        take_step = make_step_function(generator, discriminator, g_optimizer, d_optimizer, args.batch_size,
+                                       use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
+        # One noise batch, drawn once: every grid shows the same 64 z's, so the
+        # grids are frames of one film and you can watch each digit take shape.
+        # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
+        fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
+        run.begin(generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images)  # a resume puts all back
 
-    torch.manual_seed(args.seed)
-    images = load_mnist(args.data_dir, train=True, article_pixels=args.article_pixels).to(device)
-    labels = load_labels(args.data_dir, train=True).to(device)
-    test_images = load_mnist(args.data_dir, False, args.article_pixels)[:EVALUATION_SIZE].to(device)  # unseen
-    test_labels = load_labels(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)
-    dataloader = make_dataloader(images, args.batch_size, args.seed, labels)
-    if not resumed:
-        clear_earlier_run(out_dir)  # only now: a bad input above leaves earlier work intact
-    steps_per_epoch = math.ceil(len(images) / args.batch_size)
-    last_step = args.epochs * steps_per_epoch
-    if args.max_steps:
-        last_step = min(last_step, args.max_steps)
-
-    generator = Generator(args.z_dim, args.hidden_dim, num_classes=args.num_classes).to(device)
-    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim, num_classes=args.num_classes).to(device)
-    g_optimizer, d_optimizer = make_optimizers(generator, discriminator, args.lr, args.betas)
-    # train_step as a function of the batch alone; on a GPU it is recorded once
-    # and replayed as a CUDA graph (see CudaGraphStep near the end of the file).
-    take_step = make_step_function(generator, discriminator, g_optimizer, d_optimizer, args.batch_size,
-                                   use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
-    # One noise batch, drawn once: every grid shows the same 64 z's, so the
-    # grids are frames of one film and you can watch each digit take shape.
-    # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
-    fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
-    evaluation_noise = make_evaluation_noise(args.z_dim, args.seed, device)
-    history = torch.empty(0, len(METRIC_NAMES))  # one row per step, for the plot and the CSV
-    d_scores = {}  # D's verdicts on real and generated digits at a few moments, for d_scores.png
-    epoch, step, batches_into_epoch = 0, 0, 0
-    if resumed:
-        epoch, step, batches_into_epoch, history, fixed_noise, d_scores = restore_training_state(
-            resumed, generator, discriminator, g_optimizer, d_optimizer, device
-        )
-        print(f"Resuming from epoch {epoch + 1}, step {step}", flush=True)
-    write_metrics_csv(out_dir / "metrics.csv", history, first_row=0)
-
-    files = BackgroundWriter()  # draws and writes while training goes on (see "What the learner sees")
-    coach = Coach(test_images, args)
-    stop = StopSignals()
-    clock = RunClock(step, last_step)
-    while epoch < args.epochs and step < last_step and not stop.requested:
-        dataloader.sampler.set_epoch(epoch, batches_to_skip=batches_into_epoch)
-        epoch_start, epoch_images = time.perf_counter(), 0
-        epoch_metrics = []
-        for real_images, real_labels in dataloader:
-            penalty_gamma = penalty_for_step(step, args.gp_gamma, args.gp_every)
-            epoch_metrics.append(take_step(real_images, penalty_gamma, real_labels))
-            step += 1
-            batches_into_epoch += 1
-            epoch_images += len(real_images)
-            if step % args.sample_every == 0:
-                files.submit(save_sample_grid, samples_from(generator, fixed_noise), epoch + 1, step,
-                             out_dir / "samples" / f"step_{step:07d}.png")
-            if step % PROGRESS_EVERY == 0:
-                check_finite(epoch_metrics, step, args.lr)
-                show_progress(epoch, batches_into_epoch, steps_per_epoch, epoch_metrics, clock.eta(step))
-            if step >= last_step or stop.requested:
+        for epoch in range(run.epoch, args.epochs):
+            for real_images, real_labels in shuffled_batches(images, labels, args.batch_size, args.seed, epoch,
+                                                             skip=run.batches_into_epoch):
+                penalty_gamma = penalty_for_step(run.step, args.gp_gamma, args.gp_every)  # 0 on most steps
+                run.after_step(take_step(real_images, penalty_gamma, real_labels))
+                if run.step % args.sample_every == 0:  # 每1000批次保存一次生成图像 (SAMPLE_EVERY)
+                    run.save_grid(samples_from(generator, fixed_noise))
+                if run.should_stop():  # Ctrl-C, or --max-steps
+                    break
+            run.after_epoch(samples_from(generator, fixed_noise))  # the log line, grid, checkpoint
+            if run.should_stop():
                 break
-        images_per_second = epoch_images / (time.perf_counter() - epoch_start)
-        check_finite(epoch_metrics, step, args.lr)
-        history = torch.cat([history, torch.stack(epoch_metrics).cpu()])
-        write_metrics_csv(out_dir / "metrics.csv", history, first_row=len(history) - len(epoch_metrics))
-        log_epoch(epoch_metrics, epoch + 1, args.epochs, step, images_per_second, clock)
-        samples = samples_from(generator, fixed_noise)
-        coach.watch(epoch + 1, epoch_metrics, samples)
-
-        if batches_into_epoch == steps_per_epoch:  # the epoch ran to its end
-            epoch, batches_into_epoch = epoch + 1, 0
-            files.submit(save_sample_grid, samples, epoch, step, out_dir / "samples" / f"epoch_{epoch:03d}.png")
-        else:  # stopped part-way: keep a picture of where it got to
-            files.submit(save_sample_grid, samples, epoch + 1, step, out_dir / "samples" / f"step_{step:07d}.png")
-        run_ends = epoch == args.epochs or step >= last_step
-        if run_ends or (batches_into_epoch == 0 and epoch in (1, args.epochs // 2)):  # start, middle, end
-            d_scores[moment_name(epoch, step, batches_into_epoch)] = score_real_and_fake(
-                discriminator, generator, test_images, evaluation_noise, test_labels)
-        # Queued after the grids: a checkpoint on disk never claims an epoch whose grid is not.
-        files.submit(write_checkpoint, out_dir / "checkpoint.pt", checkpoint_bytes(
-            generator, discriminator, g_optimizer, d_optimizer, epoch, step, batches_into_epoch, args,
-            history, fixed_noise, d_scores), must_succeed=True)
-        if epoch % LOSS_PLOT_EVERY == 0:
-            files.submit(plot_losses, history, steps_per_epoch, out_dir / "losses.png")
-
-    stop.restore()
-    files.submit(plot_losses, history, steps_per_epoch, out_dir / "losses.png")  # at the end, or a stop
-    if stop.requested:
-        files.close()
-        print(f"Stopped at step {step}; everything so far is saved in {out_dir}/. "
-              f"Continue with:  {resume_command()}", flush=True)
-        return 128 + stop.received  # the shell's code for "ended by this signal": 130 Ctrl-C, 143 SIGTERM
-    # The end of the run: the film, the real digits beside the fakes, and what the generator learned.
-    files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
-    files.submit(save_real_vs_fake, test_images[:GRID_SIZE].cpu(), samples, out_dir / "real_vs_fake.png")
-    show_what_was_learned(generator, evaluation_noise, d_scores, images, test_images, out_dir, files)
-    files.close()
-    print(f"Done: {step} steps. Pictures, metrics.csv and checkpoint.pt are in {out_dir}/", flush=True)
-    return 0
-
-
-def check_finite(epoch_metrics, step, lr):
-    """Stop at the first NaN or infinite loss: nothing useful can follow it."""
-    recent = torch.stack(epoch_metrics[-PROGRESS_EVERY:])
-    finite = torch.isfinite(recent).all(dim=1)
-    if not bool(finite.all()):
-        bad_step = step - len(recent) + 1 + int((~finite).nonzero()[0])
-        raise RunError(f"the loss became NaN or infinite at step {bad_step}, so training stopped; the last "
-                       f"checkpoint written before it is kept. Try a smaller learning rate, e.g. --lr {lr / 10:g}",
-                       exit_code=1)
+        return run.finish()
 
 
 # ---------------------------------------------------------------------------
@@ -471,6 +368,155 @@ def digits_in_order(count, num_classes, device):
     if not num_classes:
         return None
     return torch.arange(count, device=device) * num_classes // count
+
+
+# ---------------------------------------------------------------------------
+# 训练记录 · The run's record: what the loop in 5.6 hands on, and what it keeps
+# ---------------------------------------------------------------------------
+METRIC_NAMES = ["d_loss", "g_loss", "d_x", "d_g_z"]
+PROGRESS_EVERY = 20  # steps between progress-line updates and checks for NaN
+LOSS_PLOT_EVERY = 5  # epochs between redraws of losses.png (and always at the end, or a stop)
+EVALUATION_SIZE = 1000  # held-out real digits, and as many generated ones, for the end-of-run pictures
+
+
+class RunRecord:
+    """Everything train() does that is not the GAN: the output folder and a
+    resumed run's state, the progress line and its ETA, the log line of each
+    epoch, metrics.csv, the sample grids and plots (drawn on a background
+    thread), D's scores, the coach, the checkpoint, and Ctrl-C. The loop calls
+    begin() once, after_step() and should_stop() every step, save_grid() every
+    SAMPLE_EVERY steps, after_epoch() at each epoch's end, and finish() last.
+    Used as `with RunRecord(args) as run:`, it gives back the signal handlers
+    however the run ends."""
+
+    def __init__(self, args):
+        self.args = args
+        self.epoch = self.step = self.batches_into_epoch = 0  # epochs and steps done; batches of this epoch
+        self.stop = None
+
+    def __enter__(self):
+        self.out_dir = prepare_out_dir(self.args)
+        self.resumed = load_checkpoint(self.out_dir / "checkpoint.pt") if self.args.resume else None
+        if self.resumed:
+            check_resumable(self.resumed, self.args)
+        return self
+
+    def __exit__(self, *error):
+        if self.stop:  # on every way out, an error's too: the next Ctrl-C is the caller's again
+            self.stop.restore()
+
+    def begin(self, generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images):
+        """Before the first step: a resumed run's weights, optimiser states, noise
+        and random states put back in place; a fresh run's folder cleared, and
+        its first grid drawn, the untrained generator's noise (epoch_000.png)."""
+        args, device = self.args, images.device
+        self.gan = (generator, discriminator, g_optimizer, d_optimizer)
+        self.fixed_noise, self.images = fixed_noise, images
+        self.test_images = load_mnist(args.data_dir, False, args.article_pixels)[:EVALUATION_SIZE].to(device)  # unseen
+        self.test_labels = load_labels(args.data_dir, train=False)[:EVALUATION_SIZE].to(device)
+        self.evaluation_noise = make_evaluation_noise(args.z_dim, args.seed, device)
+        self.steps_per_epoch = math.ceil(len(images) / args.batch_size)
+        self.last_step = min(args.epochs * self.steps_per_epoch, args.max_steps or math.inf)
+        self.history = torch.empty(0, len(METRIC_NAMES))  # one row per step, for the plot and the CSV
+        self.d_scores = {}  # D's verdicts on real and generated digits at a few moments, for d_scores.png
+        self.files = BackgroundWriter()  # draws and writes while training goes on
+        if self.resumed:
+            self.epoch, self.step, self.batches_into_epoch, self.history, self.d_scores = restore_training_state(
+                self.resumed, *self.gan, fixed_noise)
+            print(f"Resuming from epoch {self.epoch + 1}, step {self.step}", flush=True)
+        else:
+            clear_earlier_run(self.out_dir)  # only now: a bad input above leaves earlier work intact
+            self.save_grid(samples_from(generator, fixed_noise), "epoch_000.png", epoch=0)
+        write_metrics_csv(self.out_dir / "metrics.csv", self.history, first_row=0)
+        self.coach = Coach(self.test_images, args)
+        self.clock = RunClock(self.step, self.last_step)
+        self.start_epoch_clock()
+        self.stop = StopSignals()
+
+    def start_epoch_clock(self):
+        self.epoch_metrics, self.epoch_start, self.batches_at_start = [], time.perf_counter(), self.batches_into_epoch
+
+    def after_step(self, metrics):
+        self.epoch_metrics.append(metrics)
+        self.step += 1
+        self.batches_into_epoch += 1
+        if self.step % PROGRESS_EVERY == 0:
+            check_finite(self.epoch_metrics, self.step, self.args.lr)
+            show_progress(self.epoch, self.batches_into_epoch, self.steps_per_epoch, self.epoch_metrics,
+                          self.clock.eta(self.step))
+
+    def should_stop(self):
+        """True at the last step, or once Ctrl-C or SIGTERM has come (said here, not in the signal handler)."""
+        if self.stop.requested and not self.stop.announced:
+            self.stop.announce()
+        return self.stop.requested or self.step >= self.last_step
+
+    def save_grid(self, samples, name=None, epoch=None):
+        """A grid of the fixed-noise digits: samples/step_NNNNNNN.png, or the name given."""
+        epoch = self.epoch + 1 if epoch is None else epoch  # the epoch under way, unless told
+        self.files.submit(save_sample_grid, samples, epoch, self.step,
+                          self.out_dir / "samples" / (name or f"step_{self.step:07d}.png"))
+
+    def after_epoch(self, samples):
+        """At an epoch's end, or where the run stopped part-way through one."""
+        args, (generator, discriminator, *_) = self.args, self.gan
+        epoch_history = torch.stack(self.epoch_metrics).cpu()  # waits for the device, so the time is the steps'
+        images_done = min(self.batches_into_epoch * args.batch_size, len(self.images)) - min(
+            self.batches_at_start * args.batch_size, len(self.images))
+        images_per_second = images_done / (time.perf_counter() - self.epoch_start)
+        check_finite(self.epoch_metrics, self.step, args.lr)
+        self.history = torch.cat([self.history, epoch_history])
+        write_metrics_csv(self.out_dir / "metrics.csv", self.history, first_row=len(self.history) - len(epoch_history))
+        log_epoch(self.epoch_metrics, self.epoch + 1, args.epochs, self.step, images_per_second, self.clock)
+        self.coach.watch(self.epoch + 1, self.epoch_metrics, samples)
+        self.last_samples = samples
+        if self.batches_into_epoch == self.steps_per_epoch:  # the epoch ran to its end
+            self.epoch, self.batches_into_epoch = self.epoch + 1, 0
+            self.save_grid(samples, f"epoch_{self.epoch:03d}.png", epoch=self.epoch)
+        else:  # stopped part-way: keep a picture of where it got to
+            self.save_grid(samples)
+        run_ends = self.epoch == args.epochs or self.step >= self.last_step
+        if run_ends or (self.batches_into_epoch == 0 and self.epoch in (1, args.epochs // 2)):  # start, middle, end
+            self.d_scores[moment_name(self.epoch, self.step, self.batches_into_epoch)] = score_real_and_fake(
+                discriminator, generator, self.test_images, self.evaluation_noise, self.test_labels)
+        # Queued after the grids: a checkpoint on disk never claims an epoch whose grid is not.
+        self.files.submit(write_checkpoint, self.out_dir / "checkpoint.pt", checkpoint_bytes(
+            *self.gan, self.epoch, self.step, self.batches_into_epoch, args, self.history, self.fixed_noise,
+            self.d_scores), must_succeed=True)
+        if self.epoch % LOSS_PLOT_EVERY == 0:
+            self.files.submit(plot_losses, self.history, self.steps_per_epoch, self.out_dir / "losses.png")
+        self.start_epoch_clock()
+
+    def finish(self):
+        """The end of the run, or of a stop: the last pictures, and where everything is. The exit code."""
+        self.stop.restore()
+        out_dir, files = self.out_dir, self.files
+        files.submit(plot_losses, self.history, self.steps_per_epoch, out_dir / "losses.png")
+        if self.stop.requested:
+            files.close()
+            print(f"Stopped at step {self.step}; everything so far is saved in {out_dir}/. "
+                  f"Continue with:  {resume_command(self.args)}", flush=True)
+            return 128 + self.stop.received  # the shell's code for "ended by this signal": 130 Ctrl-C, 143 SIGTERM
+        # The film, the real digits beside the fakes, and what the generator learned.
+        files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
+        files.submit(save_real_vs_fake, self.test_images[:GRID_SIZE].cpu(), self.last_samples,
+                     out_dir / "real_vs_fake.png")
+        show_what_was_learned(self.gan[0], self.evaluation_noise, self.d_scores, self.images, self.test_images,
+                              out_dir, files)
+        files.close()
+        print(f"Done: {self.step} steps. Pictures, metrics.csv and checkpoint.pt are in {out_dir}/", flush=True)
+        return 0
+
+
+def check_finite(epoch_metrics, step, lr):
+    """Stop at the first NaN or infinite loss: nothing useful can follow it."""
+    recent = torch.stack(epoch_metrics[-PROGRESS_EVERY:])
+    finite = torch.isfinite(recent).all(dim=1)
+    if not bool(finite.all()):
+        bad_step = step - len(recent) + 1 + int((~finite).nonzero()[0])
+        raise RunError(f"the loss became NaN or infinite at step {bad_step}, so training stopped; the last "
+                       f"checkpoint written before it is kept. Try a smaller learning rate, e.g. --lr {lr / 10:g}",
+                       exit_code=1)
 
 
 # ---------------------------------------------------------------------------
@@ -548,8 +594,8 @@ def to_picture(flat_images, nrow=None):
 def draw_digits(panels, path, nrow=None):
     """Save one picture with a grid of digits per (title, images) panel, side by side.
     Each pixel the generator drew becomes a square of 2 x 2 screen pixels (3 x 3
-    in small grids, 1 x 1 in huge ones): no blur, and no axes to lay out, so it
-    takes about half the time of an imshow plot (it is drawn every epoch)."""
+    in small grids, 1 x 1 in huge ones): no blur, and no axes to lay out, which
+    matters for a picture drawn every epoch (benchmarks/README.md has the timings)."""
     pictures = [(title, to_picture(images, nrow)) for title, images in panels]
     scale = max(1, min(3, 700 // max(picture.shape[1] for _, picture in pictures)))
     pictures = [(title, picture.repeat(scale, axis=0).repeat(scale, axis=1)) for title, picture in pictures]
@@ -853,10 +899,10 @@ def report_a_failed_write(draw, *args):
 
 def yield_the_cpu_to_training():
     """Give the calling (drawing) thread the lowest CPU priority, so that it
-    draws in the moments training leaves a core idle. Measured on a 2-core CPU:
-    a thread drawing grids without pause slowed training's steps 5-fold at the
-    normal priority, and by a quarter at most at the lowest. If drawing falls behind,
-    MOST_QUEUED makes training wait, and the drawing catches up.
+    draws in the moments training leaves a core idle: at the normal priority
+    it takes CPU time from training's threads on a small machine (the timings
+    are in benchmarks/README.md). If drawing falls behind, MOST_QUEUED makes
+    training wait, and the drawing catches up.
     Linux only: there a thread's own id names that thread alone; elsewhere the
     call would slow the whole process."""
     if sys.platform.startswith("linux"):
@@ -910,8 +956,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Train, or --generate, as the words in argv ask (the command line's, sys.argv[1:], if None)."""
+    argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
     try:
         args = parse_args(argv)
+        args.command_line = argv  # for the command a stopped run prints to continue it
         make_cpu_arithmetic_repeatable()
         exit_code = generate(args) if args.generate else train(args)
     except RunError as error:
@@ -933,6 +982,8 @@ def main(argv=None):
         clear_progress()
         print("\ninterrupted; the last checkpoint written is kept", file=sys.stderr)
         exit_code = 130
+    finally:
+        release_out_dir_locks()  # so that a second main() in this process may use the folder
     sys.exit(exit_code)
 
 
@@ -1097,7 +1148,8 @@ HELD_LOCKS = []  # open handles of the folders this run has locked
 def lock_out_dir(out_dir):
     """One run per folder: a second run started in it would overwrite the first's
     files. The lock is the operating system's, on the folder itself: no lock
-    file to clean up, and it ends with its process, however that ends."""
+    file to clean up, and it ends with its process, however that ends (main()
+    also lets it go when it returns)."""
     if fcntl is None:  # Windows has no flock; there a second run is not caught
         return
     handle = os.open(out_dir, os.O_RDONLY)
@@ -1107,7 +1159,12 @@ def lock_out_dir(out_dir):
         os.close(handle)
         raise RunError(f"another run is training in {out_dir}/ right now. Let it finish (or stop it with Ctrl-C), "
                        f"or start a second run elsewhere with --out-dir") from None
-    HELD_LOCKS.append(handle)  # held until this process ends
+    HELD_LOCKS.append(handle)  # held until main() returns, or this process ends
+
+
+def release_out_dir_locks():
+    while HELD_LOCKS:
+        os.close(HELD_LOCKS.pop())
 
 
 def clear_earlier_run(out_dir):
@@ -1292,14 +1349,17 @@ def as_flag(name, value):
     return f"{flag} {' '.join(map(str, value)) if isinstance(value, (tuple, list)) else value}"
 
 
-def restore_training_state(checkpoint, generator, discriminator, g_optimizer, d_optimizer, device):
+def restore_training_state(checkpoint, generator, discriminator, g_optimizer, d_optimizer, fixed_noise):
+    """Weights, optimiser states and the fixed noise put back in place (on their own
+    device), the random states restored; returns the counters, history and D's scores."""
     generator.load_state_dict(checkpoint["generator"])
     discriminator.load_state_dict(checkpoint["discriminator"])
     g_optimizer.load_state_dict(checkpoint["g_optimizer"])
     d_optimizer.load_state_dict(checkpoint["d_optimizer"])
+    fixed_noise.copy_(checkpoint["fixed_noise"])
     restore_random_states(checkpoint["rng"])
-    return (checkpoint["epoch"], checkpoint["step"], checkpoint["batches_into_epoch"],
-            checkpoint["history"].cpu(), checkpoint["fixed_noise"].to(device), checkpoint.get("d_scores", {}))
+    return (checkpoint["epoch"], checkpoint["step"], checkpoint["batches_into_epoch"], checkpoint["history"],
+            checkpoint.get("d_scores", {}))
 
 
 def make_cpu_arithmetic_repeatable():
@@ -1344,6 +1404,7 @@ class StopSignals:
 
     def __init__(self):
         self.received = None  # the signal's number, once one arrives
+        self.announced = False
         self.previous_handlers = {number: signal.signal(number, self._handle) for number in self.NAMES}
 
     @property
@@ -1351,20 +1412,27 @@ class StopSignals:
         return self.received is not None
 
     def _handle(self, signum, frame):
+        # Only note it: a print here could land in the middle of another print and raise.
         self.received = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def announce(self):
+        self.announced = True
         clear_progress()
-        print(f"\n{self.NAMES[signum]}: saving after this step (send it again to quit without saving)...", flush=True)
+        print(f"\n{self.NAMES[self.received]}: saving after this step (send it again to quit without saving)...",
+              flush=True)
 
     def restore(self):
         for number, handler in self.previous_handlers.items():
             signal.signal(number, handler)
 
 
-def resume_command():
-    words = [word for word in sys.argv if word != "--overwrite"]
-    return shlex.join(["python", *words, *([] if "--resume" in words else ["--resume"])])
+def resume_command(args):
+    """The command that continues this run: the arguments main() was given, plus --resume."""
+    script = sys.argv[0] if Path(sys.argv[0]).name == "gan_mnist.py" else "gan_mnist.py"
+    words = [word for word in args.command_line if word != "--overwrite"]
+    return shlex.join(["python", script, *words, *([] if "--resume" in words else ["--resume"])])
 
 
 @torch.no_grad()

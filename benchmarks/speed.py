@@ -24,6 +24,7 @@ difference is what drawing and writing cost.
 import argparse
 import contextlib
 import io
+import itertools
 import math
 import platform
 import resource
@@ -72,13 +73,14 @@ def gan_mnist_runner(data_dir, device, use_cuda_graph, gp_gamma=gan_mnist.GP_GAM
     (by default, as the script runs them: the gradient penalty every GP_EVERY
     steps, and with the CUDA graph on a GPU)."""
     images = gan_mnist.load_mnist(data_dir, train=True).to(device)
-    dataloader = gan_mnist.make_dataloader(images, BATCH_SIZE, gan_mnist.SEED)
+    labels = torch.zeros(len(images), dtype=torch.long, device=device)  # indexed as the script's are
     generator = gan_mnist.Generator().to(device)
     discriminator = gan_mnist.Discriminator().to(device)
     g_optimizer, d_optimizer = gan_mnist.make_optimizers(generator, discriminator, gan_mnist.LR, gan_mnist.BETAS)
     take_step = gan_mnist.make_step_function(generator, discriminator, g_optimizer, d_optimizer, BATCH_SIZE,
                                              use_cuda_graph)
-    batches = endless(dataloader)
+    batches = (real_images for epoch in itertools.count() for real_images, _ in
+               gan_mnist.shuffled_batches(images, labels, BATCH_SIZE, gan_mnist.SEED, epoch))
     steps_taken = 0
 
     def run(steps):

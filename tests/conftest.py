@@ -105,3 +105,19 @@ def drawn_on(monkeypatch):
 
     monkeypatch.setattr(gan_mnist.BackgroundWriter, "submit", recording_submit)
     return devices
+
+
+def stop_at_step(monkeypatch, stop_step):
+    """Ctrl-C as a learner presses it, at the start of step `stop_step`."""
+    import signal
+
+    import gan_mnist
+
+    penalty_for_step = gan_mnist.penalty_for_step
+
+    def pressing_ctrl_c(step, gamma, every):
+        if step == stop_step:
+            signal.raise_signal(signal.SIGINT)
+        return penalty_for_step(step, gamma, every)
+
+    monkeypatch.setattr(gan_mnist, "penalty_for_step", pressing_ctrl_c)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SCRIPT, TINY_RUN_FLAGS, make_tiny_mnist, run_script
+import gan_mnist
+from conftest import SCRIPT, TINY_RUN_FLAGS, make_tiny_mnist, run_script, stop_at_step
 
 
 def load(out_dir):
@@ -212,6 +213,45 @@ def test_a_stop_signal_saves_then_resume_finishes(tiny_mnist, tmp_path, stop_sig
     resumed = train(tiny_mnist, out_dir, "--epochs", str(finish_at), "--resume")
     assert resumed["epoch"] == finish_at and resumed["step"] == 4 * finish_at
     assert len(resumed["history"]) == resumed["step"]
+
+
+def test_ctrl_c_in_this_process_prints_the_command_main_was_given(tiny_mnist, tmp_path, monkeypatch):
+    stop_at_step(monkeypatch, 5)
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "3", *TINY_RUN_FLAGS)
+    assert result.returncode == 130
+    assert "Ctrl-C: saving after this step" in result.stdout  # said by the loop, after the handler noted it
+    command = result.stdout.strip().splitlines()[-1].split("Continue with:  ")[1]
+    assert command == (f"python gan_mnist.py --data-dir {tiny_mnist} --out-dir {tmp_path} --epochs 3 "
+                       + " ".join(TINY_RUN_FLAGS) + " --resume")  # not the test runner's own arguments
+
+
+def test_the_signal_handler_only_notes_the_signal(capsys):
+    stops = gan_mnist.StopSignals()
+    try:
+        stops._handle(signal.SIGINT, None)
+    finally:
+        stops.restore()
+    assert stops.requested and capsys.readouterr().out == ""  # a print in a handler can break the print it interrupts
+
+
+def test_the_signal_handlers_are_given_back_when_a_run_fails(tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.setattr(gan_mnist, "discriminator_loss", lambda real, fake: real.sum() * float("nan"))
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", *TINY_RUN_FLAGS)
+    assert result.returncode == 1 and "NaN" in result.stderr
+    # else the next Ctrl-C in this process (a notebook, a test run) would be swallowed
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+def test_main_twice_in_one_process_on_one_folder(tiny_mnist, tmp_path):
+    # as a notebook does: train, then continue, in the same process
+    common = ["--data-dir", tiny_mnist, "--out-dir", tmp_path, *TINY_RUN_FLAGS]
+    for extra in (["--epochs", "1"], ["--epochs", "2", "--resume"]):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+            with pytest.raises(SystemExit) as exited:
+                gan_mnist.main([*common, *extra])
+        assert exited.value.code == 0, err.getvalue()
+    assert load(tmp_path)["epoch"] == 2 and gan_mnist.HELD_LOCKS == []
 
 
 # ---- Faults during a run: one line, no temporary file, the last checkpoint kept --------

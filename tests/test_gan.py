@@ -98,29 +98,26 @@ def test_article_pixels_replays_the_articles_zero_to_one_range(tiny_mnist):
 
 
 def test_batches_cover_the_data_once_and_the_last_may_be_smaller(tiny_mnist):
-    images = gan_mnist.load_mnist(tiny_mnist, train=True)
-    dataloader = gan_mnist.make_dataloader(images, batch_size=64, seed=0)
-    batches = list(dataloader)
-    assert [len(batch) for batch in batches] == [64, 64, 64, 8]
-    assert len(dataloader) == 4
-    assert all(batch.min() >= -1 and batch.max() <= 1 for batch in batches)
-    seen = torch.cat(batches)
-    # Every image exactly once, in a shuffled order.
+    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True), gan_mnist.load_labels(tiny_mnist)
+    batches = list(gan_mnist.shuffled_batches(images, labels, batch_size=64, seed=0, epoch=0))
+    assert [len(batch) for batch, _ in batches] == [64, 64, 64, 8]
+    seen, seen_labels = torch.cat([batch for batch, _ in batches]), torch.cat([label for _, label in batches])
+    # Every image exactly once, in a shuffled order, each with its own label.
     assert torch.equal(seen.sort(dim=0).values, images.sort(dim=0).values)
     assert not torch.equal(seen, images)
+    for image, label in zip(seen[:20], seen_labels[:20]):
+        assert label == labels[(images == image).all(dim=1)].item()
 
 
 def test_each_epoch_has_its_own_repeatable_order(tiny_mnist):
-    images = gan_mnist.load_mnist(tiny_mnist, train=True)
-    dataloader = gan_mnist.make_dataloader(images, batch_size=64, seed=0)
-    dataloader.sampler.set_epoch(0)
-    first = torch.cat(list(dataloader))
-    dataloader.sampler.set_epoch(1)
-    second = torch.cat(list(dataloader))
-    dataloader.sampler.set_epoch(1, batches_to_skip=2)
-    second_resumed = torch.cat(list(dataloader))
-    assert not torch.equal(first, second)
-    assert torch.equal(second_resumed, second[128:])
+    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True), gan_mnist.load_labels(tiny_mnist)
+
+    def epoch(number, skip=0):
+        return torch.cat([batch for batch, _ in gan_mnist.shuffled_batches(images, labels, 64, 0, number, skip)])
+
+    first, second = epoch(0), epoch(1)
+    assert not torch.equal(first, second) and torch.equal(epoch(1), second)
+    assert torch.equal(epoch(1, skip=2), second[128:])  # a run resumed after 2 batches sees the rest
 
 
 def make_models(seed=0):

@@ -1,13 +1,11 @@
 """The GPU and Apple paths, end to end through main(): what `DEVICE = "auto"` picks
 for everyone who has one. Each test skips, saying why, on a machine without that
 device; where it has one, run `python -m pytest -q tests/test_gpu.py` there."""
-import signal
-
 import pytest
 import torch
 
 import gan_mnist
-from conftest import TINY_TRAIN_SIZE
+from conftest import TINY_TRAIN_SIZE, stop_at_step
 from test_dependable import load, run_here
 
 ACCELERATORS = [
@@ -21,18 +19,6 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA 
 # CUDA graph records both of its graphs (with and without the penalty) and replays them.
 FLAGS = ["--batch-size", "64", "--sample-every", "3", "--gp-gamma", "1", "--gp-every", "3"]
 assert TINY_TRAIN_SIZE == 200
-
-
-def stop_at_step(monkeypatch, stop_step):
-    """Ctrl-C as a learner presses it, at the start of step `stop_step`."""
-    penalty_for_step = gan_mnist.penalty_for_step
-
-    def pressing_ctrl_c(step, gamma, every):
-        if step == stop_step:
-            signal.raise_signal(signal.SIGINT)
-        return penalty_for_step(step, gamma, every)
-
-    monkeypatch.setattr(gan_mnist, "penalty_for_step", pressing_ctrl_c)
 
 
 @pytest.mark.parametrize("device", ACCELERATORS)

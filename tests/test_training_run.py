@@ -34,13 +34,13 @@ def test_a_short_run_succeeds_and_logs(short_run):
 def test_a_short_run_writes_every_picture(short_run):
     _, out_dir = short_run
     samples = sorted(path.name for path in (out_dir / "samples").iterdir())
-    # every 3 steps, at the end of epoch 1, and where the run stopped (step 6)
-    assert samples == ["epoch_001.png", "step_0000003.png", "step_0000006.png"]
+    # the untrained generator's, every 3 steps, at the end of epoch 1, and where the run stopped (step 6)
+    assert samples == ["epoch_000.png", "epoch_001.png", "step_0000003.png", "step_0000006.png"]
     for name in ["samples/epoch_001.png", "losses.png", "real_vs_fake.png"]:
         with Image.open(out_dir / name) as image:
             assert image.format == "PNG" and image.width > 200
     with Image.open(out_dir / "training.gif") as gif:
-        assert gif.format == "GIF" and gif.n_frames == 1  # one finished epoch, one frame
+        assert gif.format == "GIF" and gif.n_frames == 2  # the untrained generator, and one finished epoch
     assert not list(out_dir.rglob("*.tmp"))
 
 
