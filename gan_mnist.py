@@ -8,10 +8,14 @@ trained against each other with the BCE loss of section 4.1).
     python gan_mnist.py --generate 64    # draw 64 new digits from the checkpoint
     python gan_mnist.py --help
 
+In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (each
+`# %%` line starts a cell: the article's sections, then the last cell trains).
+
 Read it top to bottom beside the article: each banner names the section it
 implements. Where this file departs from the article, a comment says why.
 """
 
+# %%
 # ---------------------------------------------------------------------------
 # 5.1  导入库 · Imports
 # ---------------------------------------------------------------------------
@@ -49,6 +53,7 @@ try:
 except ImportError:
     fcntl = None
 
+# %%
 # ---------------------------------------------------------------------------
 # 常量 · Constants: change them here, or pass the flag in brackets
 # ---------------------------------------------------------------------------
@@ -93,6 +98,7 @@ def describe_device(device):
     return device.type
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 5.2  加载MNIST数据集 · Loading MNIST
 # ---------------------------------------------------------------------------
@@ -140,6 +146,7 @@ def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
         yield images[indices], labels[indices]
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 5.3  定义生成器 · The Generator: noise z -> a 784-pixel image in [-1, 1]
 # ---------------------------------------------------------------------------
@@ -161,6 +168,7 @@ class Generator(nn.Module):
         return self.gen(z)
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 5.4  定义判别器 · The Discriminator: an image -> one score, "how real does it look?"
 # ---------------------------------------------------------------------------
@@ -181,6 +189,7 @@ class Discriminator(nn.Module):
         return self.disc(images)  # a logit; D(x) = sigmoid(logit) is the probability "real"
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 5.5  定义损失函数和优化器 · Loss and optimisers
 # ---------------------------------------------------------------------------
@@ -225,6 +234,7 @@ def make_optimizers(generator, discriminator, lr, betas):
     return g_optimizer, d_optimizer
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 5.6  训练模型 · Training: one step, then the loop
 # ---------------------------------------------------------------------------
@@ -308,6 +318,7 @@ def train(args):
         return run.finish()
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 文章之外：判别器的梯度惩罚 · Beyond the article: a gradient penalty for the discriminator
 # (train_step adds it to D's loss; GP_GAMMA = 0 gives the article's loss exactly)
@@ -333,6 +344,7 @@ def penalty_for_step(step, gamma, every):
     return gamma * every if gamma > 0 and step % every == 0 else 0.0
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 文章之外：生成指定的数字 · Beyond the article: choosing the digit
 # (a conditional GAN, Mirza and Osindero 2014: both networks are told the digit;
@@ -370,6 +382,7 @@ def digits_in_order(count, num_classes, device):
     return torch.arange(count, device=device) * num_classes // count
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 训练记录 · The run's record: what the loop in 5.6 hands on, and what it keeps
 # ---------------------------------------------------------------------------
@@ -420,6 +433,7 @@ class RunRecord:
         self.history = torch.empty(0, len(METRIC_NAMES))  # one row per step, for the plot and the CSV
         self.d_scores = {}  # D's verdicts on real and generated digits at a few moments, for d_scores.png
         self.files = BackgroundWriter()  # draws and writes while training goes on
+        self.inline = InlinePictures()  # in a notebook, the grid under the cell
         if self.resumed:
             self.epoch, self.step, self.batches_into_epoch, self.history, self.d_scores = restore_training_state(
                 self.resumed, *self.gan, fixed_noise)
@@ -444,6 +458,8 @@ class RunRecord:
             check_finite(self.epoch_metrics, self.step, self.args.lr)
             show_progress(self.epoch, self.batches_into_epoch, self.steps_per_epoch, self.epoch_metrics,
                           self.clock.eta(self.step))
+        if self.coach.should_check_variety(self.step):
+            self.coach.watch_variety(self.epoch + 1, self.step, samples_from(self.gan[0], self.fixed_noise))
 
     def should_stop(self):
         """True at the last step, or once Ctrl-C or SIGTERM has come (said here, not in the signal handler)."""
@@ -452,10 +468,12 @@ class RunRecord:
         return self.stop.requested or self.step >= self.last_step
 
     def save_grid(self, samples, name=None, epoch=None):
-        """A grid of the fixed-noise digits: samples/step_NNNNNNN.png, or the name given."""
-        epoch = self.epoch + 1 if epoch is None else epoch  # the epoch under way, unless told
-        self.files.submit(save_sample_grid, samples, epoch, self.step,
-                          self.out_dir / "samples" / (name or f"step_{self.step:07d}.png"))
+        """A grid of the fixed-noise digits: samples/step_NNNNNNN.png, or the name given
+        (an epoch's grid, also shown in a notebook)."""
+        path = self.out_dir / "samples" / (name or f"step_{self.step:07d}.png")
+        job = self.files.submit(save_sample_grid, samples, self.epoch + 1 if epoch is None else epoch, self.step, path)
+        if name:
+            self.inline.show_grid(job, path)
 
     def after_epoch(self, samples):
         """At an epoch's end, or where the run stopped part-way through one."""
@@ -468,7 +486,7 @@ class RunRecord:
         self.history = torch.cat([self.history, epoch_history])
         write_metrics_csv(self.out_dir / "metrics.csv", self.history, first_row=len(self.history) - len(epoch_history))
         log_epoch(self.epoch_metrics, self.epoch + 1, args.epochs, self.step, images_per_second, self.clock)
-        self.coach.watch(self.epoch + 1, self.epoch_metrics, samples)
+        self.coach.watch_the_game(self.epoch + 1, self.epoch_metrics)
         self.last_samples = samples
         if self.batches_into_epoch == self.steps_per_epoch:  # the epoch ran to its end
             self.epoch, self.batches_into_epoch = self.epoch + 1, 0
@@ -501,9 +519,10 @@ class RunRecord:
         files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
         files.submit(save_real_vs_fake, self.test_images[:GRID_SIZE].cpu(), self.last_samples,
                      out_dir / "real_vs_fake.png")
-        show_what_was_learned(self.gan[0], self.evaluation_noise, self.d_scores, self.images, self.test_images,
-                              out_dir, files)
+        drawn = show_what_was_learned(self.gan[0], self.evaluation_noise, self.d_scores, self.images,
+                                      self.test_images, out_dir, files)
         files.close()
+        self.inline.show([out_dir / name for name in ["losses.png", "real_vs_fake.png", *drawn]])
         print(f"Done: {self.step} steps. Pictures, metrics.csv and checkpoint.pt are in {out_dir}/", flush=True)
         return 0
 
@@ -519,6 +538,7 @@ def check_finite(epoch_metrics, step, lr):
                        exit_code=1)
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 看懂训练 · What the learner sees: log lines, sample grids, the loss plot, the GIF,
 # what the generator learned, and the coach's warnings
@@ -787,48 +807,100 @@ def show_what_was_learned(generator, noise, d_scores, training_images, test_imag
 
 # ---- The coach: warnings in the log when training goes wrong ----
 class Coach:
-    """Watches each epoch for the two ways GAN training most often fails, and
-    says what to try: once when the trouble starts, again only if it clears and returns.
+    """Watches for the two ways GAN training most often fails, and says what to
+    try: once when the trouble starts, and once when it clears.
 
     D has won: D(G(z)) under D_HAS_WON on every step of an epoch. D's sigmoid
     is then flat where the fakes lie, so almost no gradient reaches G and it
     stops improving. (A fair game keeps D(G(z)) well above 0.1.)
 
     Collapse: the 64 fixed-noise digits vary less than COLLAPSED times as much
-    as real digits (mean pixel distance between pairs). 64 real test digits
-    score 1.0; 64 ones, the plainest digit, 0.57; the other digits alone 0.84
-    to 0.97. Below 0.5 the samples are near-copies of each other. A generator
-    that draws one digit in many styles can stay above it: quality.py's digit
-    shares are the test for that.
+    as real digits (mean pixel distance between pairs; 64 real digits score 1,
+    64 copies of one picture 0). Judged every CHECK_EVERY steps, and only from
+    step WARM_UP_STEPS on: every young generator draws near-copies for a while,
+    whatever the batch size, before its digits spread out (the measurements
+    are in benchmarks/README.md). A generator that draws one digit in many
+    styles can stay above the limit: quality.py's digit shares are the test for that.
     """
 
     D_HAS_WON = 0.05
     COLLAPSED = 0.5
+    WARM_UP_STEPS = 500
+    CHECK_EVERY = 100
 
     def __init__(self, real_images, args):
         self.real_variety = torch.pdist(real_images.cpu()).mean().item()
         self.args = args
-        self.warned = set()
+        self.troubles = set()
 
-    def watch(self, epoch, epoch_metrics, samples):
-        troubles = {}
-        if torch.stack(epoch_metrics)[:, 3].max() < self.D_HAS_WON:
-            troubles["D won"] = (f"the discriminator has won: D(G(z)) stayed below {self.D_HAS_WON} all through "
-                                 f"epoch {epoch}, so the generator gets almost no gradient. Try {self.gentler_d()}")
+    def should_check_variety(self, step):
+        return step >= self.WARM_UP_STEPS and step % self.CHECK_EVERY == 0
+
+    def watch_variety(self, epoch, step, samples):
         variety = torch.pdist(samples).mean().item() / self.real_variety
-        if variety < self.COLLAPSED:
-            troubles["collapse"] = (f"the samples have collapsed: at epoch {epoch} the 64 grid digits vary "
-                                    f"{variety:.2f}x as much as real digits (under {self.COLLAPSED}), nearly one "
-                                    f"picture for every z. Try {self.gentler_d()}, or another --seed")
-        for name in troubles.keys() - self.warned:
-            clear_progress()
-            print(f"warning: {troubles[name]}", flush=True)
-        self.warned = set(troubles)
+        self.report("collapse", variety < self.COLLAPSED,
+                    f"the samples have collapsed: at step {step} (epoch {epoch}) the 64 grid digits vary "
+                    f"{variety:.2f}x as much as real digits (under {self.COLLAPSED}), nearly one picture for "
+                    f"every z. Try {self.gentler_d()}, or another --seed",
+                    f"the samples vary again ({variety:.2f}x real digits) at step {step} (epoch {epoch})")
+
+    def watch_the_game(self, epoch, epoch_metrics):
+        highest = torch.stack(epoch_metrics)[:, 3].max().item()
+        self.report("D won", highest < self.D_HAS_WON,
+                    f"the discriminator has won: D(G(z)) stayed below {self.D_HAS_WON} all through epoch {epoch}, "
+                    f"so the generator gets almost no gradient. Try {self.gentler_d()}",
+                    f"the generator is back in the game: D(G(z)) reached {highest:.2f} in epoch {epoch}")
+
+    def report(self, trouble, now, warning, cleared):
+        if now == (trouble in self.troubles):
+            return  # no change: said already, or nothing to say
+        clear_progress()
+        print(f"warning: {warning}" if now else cleared, flush=True)
+        self.troubles ^= {trouble}
 
     def gentler_d(self):
         if self.args.gp_gamma == 0:
             return f"the gradient penalty (--gp-gamma {GP_GAMMA:g})"
         return f"a stronger gradient penalty (--gp-gamma {self.args.gp_gamma * 4:g}) or a smaller --lr"
+
+
+# ---- In a notebook: the pictures under the cell ----
+class InlinePictures:
+    """Inside a Jupyter kernel (Jupyter, Colab, VS Code's interactive window):
+    the fixed-noise grid shown under the cell and redrawn in place after each
+    epoch, and the after-training pictures shown at the end. In a terminal it
+    does nothing; IPython is never needed."""
+
+    def __init__(self):
+        self.display = notebook_display()
+        self.grid = None  # the display handle the grid is redrawn in
+
+    def show_grid(self, job, path):
+        if self.display and job.result() is True:  # waits for the grid to be on disk (a notebook only)
+            image = self.display.Image(filename=str(path))
+            if self.grid is None:
+                self.grid = self.display.display(image, display_id=True)
+            else:
+                self.grid.update(image)
+
+    def show(self, paths):
+        for path in paths if self.display else []:
+            if path.is_file():
+                self.display.display(self.display.Image(filename=str(path)))
+
+
+def notebook_display():
+    """IPython.display inside a Jupyter kernel; None anywhere else (a terminal, a plain IPython shell)."""
+    ipython = sys.modules.get("IPython")  # imported by every kernel before it runs a cell
+    shell = ipython.get_ipython() if ipython else None
+    if shell is None or "IPKernelApp" not in shell.config:
+        return None
+    from IPython import display
+    return display
+
+
+def in_a_notebook():
+    return notebook_display() is not None
 
 
 # ---- Drawing off the training path ----
@@ -857,8 +929,10 @@ class BackgroundWriter:
         if len(self.pending) >= self.MOST_QUEUED:
             self.pending[0].exception()  # waits for the oldest to finish
         self.raise_errors(wait=False)
-        job = function if must_succeed else functools.partial(report_a_failed_write, function)
-        self.pending.append(self.worker.submit(job, *args))
+        job = self.worker.submit(function if must_succeed else functools.partial(report_a_failed_write, function),
+                                 *args)
+        self.pending.append(job)
+        return job  # its result(), once done: True for a picture written
 
     def close(self):
         """Return once everything asked for is on disk."""
@@ -912,6 +986,7 @@ def yield_the_cpu_to_training():
             pass  # not allowed here: it draws at the normal priority, only slower
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 命令行与 main() · The command line and main()
 # ---------------------------------------------------------------------------
@@ -956,8 +1031,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Train, or --generate, as the words in argv ask (the command line's, sys.argv[1:], if None)."""
-    argv = sys.argv[1:] if argv is None else [str(word) for word in argv]
+    """Train, or --generate, as the words in argv ask (the command line's, sys.argv[1:], if None).
+    In a notebook it returns the exit code; elsewhere it exits with it."""
+    if argv is None:  # a kernel's own arguments (-f kernel.json) are not the learner's; %run's are
+        argv = [] if Path(sys.argv[0]).name.endswith("kernel_launcher.py") else sys.argv[1:]
+    argv = [str(word) for word in argv]
     try:
         args = parse_args(argv)
         args.command_line = argv  # for the command a stopped run prints to continue it
@@ -984,9 +1062,12 @@ def main(argv=None):
         exit_code = 130
     finally:
         release_out_dir_locks()  # so that a second main() in this process may use the folder
+    if in_a_notebook():
+        return exit_code  # a SystemExit would only print a traceback under the cell
     sys.exit(exit_code)
 
 
+# %%
 # ---------------------------------------------------------------------------
 # GPU 提速 · Speed on a GPU: the whole step as one CUDA graph
 # ---------------------------------------------------------------------------
@@ -1058,6 +1139,7 @@ class CudaGraphStep:
         self.graphs[penalty_gamma] = (graph, metrics)
 
 
+# %%
 # ---------------------------------------------------------------------------
 # 可靠运行 · The dependable parts: checkpoints, resume, Ctrl-C and SIGTERM, generate,
 # one-line errors for bad input and for faults during a run.
@@ -1474,6 +1556,7 @@ def generate(args):
     drawn = show_what_was_learned(generator, noise, checkpoint.get("d_scores"), training_images, test_images,
                                   out_dir, files)
     files.close()
+    InlinePictures().show([out_dir / name for name in ["generated.png", *drawn]])
     print(f"Wrote {what} to {out_dir / 'generated.png'}, and {', '.join(drawn)} beside it")
     return 0
 
@@ -1510,5 +1593,6 @@ def mnist_error(data_dir, error):
                     f"Delete the files there and place fresh copies")
 
 
+# %%  训练 · Train: run this cell (in a notebook, edit the constants above and run all cells)
 if __name__ == "__main__":
     main()
