@@ -14,8 +14,6 @@ In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (each
 Read it top to bottom beside the article: each banner names the section it
 implements. Where this file departs from the article, a comment says why.
 """
-
-# %%
 # ---------------------------------------------------------------------------
 # 5.1  导入库 · Imports
 # ---------------------------------------------------------------------------

@@ -270,7 +270,8 @@ def test_the_coach_says_once_when_the_discriminator_has_won_and_when_it_no_longe
     coach.watch_the_game(3, epoch_of(0.01))
     assert capsys.readouterr().out == ""  # once per episode...
     coach.watch_the_game(4, epoch_of(0.2))
-    assert capsys.readouterr().out.splitlines() == ["the generator is back in the game: D(G(z)) reached 0.20 in epoch 4"]
+    assert capsys.readouterr().out.splitlines() == [
+        "the generator is back in the game: D(G(z)) reached 0.20 in epoch 4"]
     coach.watch_the_game(5, epoch_of(0.02))
     assert "epoch 5" in capsys.readouterr().out  # ...and again when it comes back
 
