@@ -15,7 +15,7 @@ Read it top to bottom beside the article: each banner names the section it
 implements. Where this file departs from the article, a comment says why.
 """
 # ---------------------------------------------------------------------------
-# 5.1  导入库 · Imports
+# 5.1 导入库 · Imports
 # ---------------------------------------------------------------------------
 import torch
 import torch.nn as nn
@@ -59,12 +59,14 @@ EPOCHS = 200  # passes over the 60,000 training images (--epochs)
 BATCH_SIZE = 128  # images per optimiser step (--batch-size)
 LR = 2e-4  # Adam's learning rate for both networks (--lr)
 BETAS = (0.0, 0.999)  # Adam's decay rates; 0.0: no momentum to carry G and D past each other; article 0.9 (--betas)
+# 与文章不同：β1 = 0（Adam 一阶矩估计不保留动量），文章用默认的 0.9；动量会让两个网络互相冲过头。
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
 GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few digits; 0.0: the article (--gp-gamma)
 GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: nearly as good, cheaper (--gp-every)
 ARTICLE_PIXELS = False  # True replays the article's flaw: real pixels in [0, 1] against G's Tanh (--article-pixels)
 CONDITIONAL = False  # True: both networks are told the digit, so you can ask for one (--conditional)
+BEST_OF = 1  # --generate draws this many times the digits asked for, and D keeps the best; 1: G alone (--best-of)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
@@ -98,7 +100,7 @@ def describe_device(device):
 
 # %%
 # ---------------------------------------------------------------------------
-# 5.2  加载MNIST数据集 · Loading MNIST
+# 5.2 加载MNIST数据集 · Loading MNIST
 # ---------------------------------------------------------------------------
 def load_mnist(data_dir, train=True, article_pixels=False):
     """All MNIST images of one split as a single (N, 784) tensor in [-1, 1]
@@ -109,13 +111,17 @@ def load_mnist(data_dir, train=True, article_pixels=False):
     the discriminator could then spot fakes by their negative pixels alone,
     and the generator would be chasing images it cannot draw. Scaling the real
     images to [-1, 1] (what Normalize((0.5,), (0.5,)) does) puts both on one scale.
+    与文章不同：ToTensor() 给出 [0, 1] 的像素，而生成器的 Tanh 输出在 [-1, 1]，
+    判别器只看有没有负像素就能认出假图像；所以这里把真实图像缩放到 [-1, 1]。
     """
     files_present = check_mnist_files(data_dir)
     try:
+        # 下载MNIST数据集 (only when the files are not there already)
         dataset = torchvision.datasets.MNIST(root=data_dir, train=train, download=not files_present)
     except Exception as error:  # no network, or a file torchvision cannot parse
         raise mnist_error(data_dir, error) from None
-    pixels = dataset.data.reshape(-1, IMAGE_DIM).float()  # (N, 784), read once, no per-image transform
+    # 将图像展平为向量: (N, 784), read once, with no transform per image
+    pixels = dataset.data.reshape(-1, IMAGE_DIM).float()
     if article_pixels:  # the flaw, kept to be seen: run with --article-pixels and compare the grids
         return pixels.div_(255)
     return pixels.div_(127.5).sub_(1)  # in place: one copy in memory
@@ -137,7 +143,9 @@ def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
     indexing operation. The order comes from (seed, epoch) alone, so a run
     resumed part-way through an epoch (skip: the batches it had done) sees the
     very same batches.
+    与文章不同：不用逐张图像转换的 DataLoader，整个训练集已是设备上的一个张量，每批只需一次索引。
     """
+    # 构建数据加载器: a new order each epoch, cut into batches
     shuffle = torch.Generator().manual_seed(seed + epoch)
     order = torch.randperm(len(images), generator=shuffle).to(images.device)
     for indices in order.split(batch_size)[skip:]:
@@ -146,7 +154,7 @@ def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
 
 # %%
 # ---------------------------------------------------------------------------
-# 5.3  定义生成器 · The Generator: noise z -> a 784-pixel image in [-1, 1]
+# 5.3 定义生成器 · The Generator: noise z -> a 784-pixel image in [-1, 1]
 # ---------------------------------------------------------------------------
 class Generator(nn.Module):
     def __init__(self, z_dim=Z_DIM, hidden_dim=HIDDEN_DIM, image_dim=IMAGE_DIM, num_classes=0):
@@ -157,7 +165,7 @@ class Generator(nn.Module):
             nn.Linear(z_dim + num_classes, hidden_dim),
             nn.LeakyReLU(0.2),
             nn.Linear(hidden_dim, image_dim),
-            nn.Tanh(),  # pixels in (-1, 1), the same scale as the real images
+            nn.Tanh(),  # 输出像素值在(-1,1): the same scale as the real images (see load_mnist)
         )
 
     def forward(self, z, labels=None):
@@ -168,7 +176,7 @@ class Generator(nn.Module):
 
 # %%
 # ---------------------------------------------------------------------------
-# 5.4  定义判别器 · The Discriminator: an image -> one score, "how real does it look?"
+# 5.4 定义判别器 · The Discriminator: an image -> one score, "how real does it look?"
 # ---------------------------------------------------------------------------
 class Discriminator(nn.Module):
     def __init__(self, image_dim=IMAGE_DIM, hidden_dim=HIDDEN_DIM, num_classes=0):
@@ -178,7 +186,8 @@ class Discriminator(nn.Module):
             nn.Linear(image_dim + num_classes, hidden_dim),
             nn.LeakyReLU(0.2),
             nn.Linear(hidden_dim, 1),
-            # No Sigmoid here, unlike the article: the loss below applies it.
+            # No Sigmoid here, unlike the article: the loss in 5.5 applies it.
+            # 与文章不同：这里没有 Sigmoid（文章用它输出为真实图像的概率），由 5.5 的损失函数来算。
         )
 
     def forward(self, images, labels=None):
@@ -189,13 +198,14 @@ class Discriminator(nn.Module):
 
 # %%
 # ---------------------------------------------------------------------------
-# 5.5  定义损失函数和优化器 · Loss and optimisers
+# 5.5 定义损失函数和优化器 · Loss and optimisers
 # ---------------------------------------------------------------------------
 # The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))]
 # with s = sigmoid. BCEWithLogitsLoss computes the same number from the logit l
 # in one stable step: it never takes log(0) when D is sure, where BCELoss must
 # clamp to -100 and the gradient vanishes.
-bce_with_logits = nn.BCEWithLogitsLoss()
+# 与文章不同：Sigmoid + BCELoss 合成一步 BCEWithLogitsLoss，数值相同，但判别器很确定时梯度不会消失。
+bce_with_logits = nn.BCEWithLogitsLoss()  # 损失函数
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -213,20 +223,21 @@ def generator_loss(fake_logits):
     """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every
     fake, that curve is flat, and G learns nothing; so, as Goodfellow et al.
     (2014, section 3) advise, G maximises log D(G(z)) instead: BCE with label 1.
+    与公式 4.1 不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))：训练初期后者几乎没有梯度。
     """
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
 def build_gan(args, device):
     """The article's G, D and their two Adam optimisers (its G = Generator(z_dim), D = Discriminator())."""
-    generator = Generator(args.z_dim, args.hidden_dim, num_classes=args.num_classes).to(device)
-    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim, num_classes=args.num_classes).to(device)
-    return (generator, discriminator, *make_optimizers(generator, discriminator, args.lr, args.betas))
+    generator = Generator(args.z_dim, args.hidden_dim, num_classes=args.num_classes).to(device)  # 生成器
+    discriminator = Discriminator(IMAGE_DIM, args.hidden_dim, num_classes=args.num_classes).to(device)  # 判别器
+    return (generator, discriminator, *make_optimizers(generator, discriminator, args.lr, args.betas))  # 优化器
 
 
 def make_optimizers(generator, discriminator, lr, betas):
     # fused=True runs each Adam update as one kernel instead of one per tensor
-    # (on CPU and GPU alike); the arithmetic is Adam's, unchanged.
+    # (on CPU and GPU alike); the arithmetic is Adam's, unchanged. betas: see BETAS at the top.
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas, fused=True)
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas, fused=True)
     return g_optimizer, d_optimizer
@@ -234,7 +245,7 @@ def make_optimizers(generator, discriminator, lr, betas):
 
 # %%
 # ---------------------------------------------------------------------------
-# 5.6  训练模型 · Training: one step, then the loop
+# 5.6 训练模型 · Training: one step, then the loop
 # ---------------------------------------------------------------------------
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, penalty_gamma=0.0,
                real_labels=None):
@@ -245,19 +256,19 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     Returns [D loss, G loss, mean D(x), mean D(G(z))] as one tensor, left on
     the device so that the loop never waits for the GPU.
     """
-    z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)
+    z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)  # 生成噪声数据
     fake_labels, both_labels = digits_to_draw(generator, real_labels)  # None, None for the article's GAN
-    fake_images = generator(z, fake_labels)
+    fake_images = generator(z, fake_labels)  # 生成器生成假图像
 
     # ---- 训练判别器 · Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
-    # detach(): this update is D's alone, so no gradient flows back into G.
-    # Real and fake go through D as one batch: the same numbers as two calls
-    # (D has no BatchNorm to mix them), with one pass instead of two.
-    # On penalty steps D also pays gamma/2 (|slope of D at x|^2 + |slope at G(z)|^2), so it
-    # cannot build cliffs that herd G into a few digits (gradient_penalty, after 5.6);
-    # the slope is with respect to the images, so they need gradients.
+    # 最大化判别器能够正确识别真实图像和生成图像的概率
+    # detach(): this update is D's alone, so no gradient flows back into G. Real and fake go through
+    # D as one batch: the same numbers as two calls (D has no BatchNorm), with one pass instead of two.
+    # 与文章不同：detach() 让这一步只更新 D；真假图像合成一批，只经过 D 一次。
+    # On penalty steps D also pays for steep slopes at the images (gradient_penalty, after 5.6), so
+    # they need gradients. 梯度惩罚（文章没有）：D 在图像处的梯度太陡就要付出代价，免得它把 G 赶向少数几个数字。
     d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
-    logits = discriminator(d_inputs, both_labels)
+    logits = discriminator(d_inputs, both_labels)  # 判别真实图像 (and the fakes, in the same pass)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
     d_loss = discriminator_loss(real_logits, fake_logits)
     penalty = gradient_penalty(logits, d_inputs, penalty_gamma) if penalty_gamma > 0 else 0  # not in "D loss"
@@ -266,8 +277,8 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     d_optimizer.step()
 
     # ---- 训练生成器 · Generator: maximise log D(G(z)), judged by the updated D ----
-    # G's gradient must flow through D, but D's own weights stay put in this
-    # half; freezing them spares autograd computing gradients nobody uses.
+    # G's gradient must flow through D, but D's own weights stay put in this half: freezing them
+    # spares autograd computing gradients nobody uses. 与文章不同：更新 G 时冻结 D 的权重。
     discriminator.requires_grad_(False)
     g_loss = generator_loss(discriminator(fake_images, fake_labels))
     g_optimizer.zero_grad()
@@ -297,6 +308,7 @@ def train(args):
                                        use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
         # One noise batch, drawn once: every grid shows the same 64 z's, so the
         # grids are frames of one film and you can watch each digit take shape.
+        # 与文章不同：固定一批噪声，每张网格图都画同样的 64 个 z，连起来就是训练过程的一部影片。
         # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
         fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
         run.begin(generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images)  # a resume puts all back
@@ -330,6 +342,7 @@ def gradient_penalty(logits, images, gamma):
     can draw safely. A gentle slope near the data keeps every digit in reach.
     Each logit depends on its own image alone, so the gradient of their sum
     gives every image its own slope.
+    文章之外：梯度惩罚让判别器在真实和生成图像附近保持平缓，生成器才够得着每一个数字。
     """
     (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
     real_slopes, fake_slopes = slopes.square().sum(dim=1).chunk(2)
@@ -378,6 +391,41 @@ def digits_in_order(count, num_classes, device):
     if not num_classes:
         return None
     return torch.arange(count, device=device) * num_classes // count
+
+
+# %%
+# ---------------------------------------------------------------------------
+# 文章之外：让判别器挑选 · Beyond the article: the discriminator as a critic
+# (after training: --generate N --best-of K; BEST_OF = 1 leaves the generator alone)
+# ---------------------------------------------------------------------------
+@torch.no_grad()
+def draw_the_best(generator, discriminator, count, best_of, labels=None):
+    """count digits: the generator draws best_of times as many, and D keeps the
+    count it rates most real (a conditional GAN's within each digit asked for:
+    labels, one a digit, or None). best_of = 1 is the generator alone, unchanged.
+
+    Section 4.1: for a fixed G the best D is D*(x) = p_data(x) / (p_data(x) + p_g(x)),
+    highest where the data holds more of x than G draws. So the samples D rates
+    more real are, as far as D can tell, where G draws what the data holds, and
+    keeping them moves the samples towards the data (discriminator rejection
+    sampling, Azadi et al. 2019). Chosen too hard, it keeps only the digits D
+    likes best and loses the rest (docs/results.md has the measurements).
+    """
+    device = next(generator.parameters()).device
+    z = torch.randn(best_of * count, generator.z_dim, device=device)  # best_of = 1: the same z as ever
+    candidate_labels = None if labels is None else labels.repeat(best_of)
+    images = generator(z, candidate_labels)
+    if best_of == 1:
+        return images.cpu()
+    realness = discriminator(images, candidate_labels).flatten()  # D's logit: higher means "more real"
+    if labels is None:
+        return images[realness.topk(count).indices.sort().values].cpu()  # in the order drawn
+    chosen = torch.empty(count, images.shape[1], device=device)
+    for digit in labels.unique():
+        candidates = (candidate_labels == digit).nonzero().flatten()
+        best = candidates[realness[candidates].topk(int((labels == digit).sum())).indices.sort().values]
+        chosen[labels == digit] = images[best]
+    return chosen.cpu()
 
 
 # %%
@@ -517,7 +565,7 @@ class RunRecord:
         files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
         files.submit(save_real_vs_fake, self.test_images[:GRID_SIZE].cpu(), self.last_samples,
                      out_dir / "real_vs_fake.png")
-        drawn = show_what_was_learned(self.gan[0], self.evaluation_noise, self.d_scores, self.images,
+        drawn = show_what_was_learned(*self.gan[:2], self.evaluation_noise, self.d_scores, self.images,
                                       self.test_images, out_dir, files)
         files.close()
         self.inline.show([out_dir / name for name in ["losses.png", "real_vs_fake.png", *drawn]])
@@ -709,9 +757,10 @@ def save_figure(figure, path, crop=True):
 
 
 # ---- After training: what did the generator learn? ----
-def make_evaluation_noise(z_dim, seed, device, count=EVALUATION_SIZE):
+def make_evaluation_noise(z_dim, seed, device, count=1024):
     """Noise for the end-of-run pictures, from its own random stream: drawing it
-    leaves training's random numbers, and so the run, exactly as they were."""
+    leaves training's random numbers, and so the run, exactly as they were.
+    (D's picks choose from all 1,024; the other pictures use the first ones.)"""
     return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
@@ -786,12 +835,25 @@ def check_for_copying(generator, noise, training_images, test_images, shown=8, k
     return torch.cat([samples[picked, None], training_images[neighbours[picked]]], dim=1).flatten(0, 1).cpu()
 
 
-def show_what_was_learned(generator, noise, d_scores, training_images, test_images, out_dir, files):
-    """The after-training pictures: latent_walk.png, d_scores.png, nearest_training.png
+@torch.no_grad()
+def what_d_picks(generator, discriminator, noise, shown=32):
+    """Of len(noise) samples, the `shown` that D rates most real and the `shown` it rates least
+    real: what D learned to look for, as pictures (d_picks.png)."""
+    labels = digits_in_order(len(noise), generator.num_classes, noise.device)
+    images = generator(noise, labels)
+    order = discriminator(images, labels).flatten().argsort(descending=True)
+    return images[order[:shown]].cpu(), images[order[-shown:]].cpu()
+
+
+def show_what_was_learned(generator, discriminator, noise, d_scores, training_images, test_images, out_dir, files):
+    """The after-training pictures: latent_walk.png, d_picks.png, d_scores.png, nearest_training.png
     (the last two when there are scores and training digits to draw them from). Returns their names."""
     files.submit(draw_digits, [("walks between noise vectors", latent_walk(generator, noise))],
                  out_dir / "latent_walk.png", 10)  # 10 digits a row
-    drawn = ["latent_walk.png"]
+    most_real, least_real = what_d_picks(generator, discriminator, noise)
+    files.submit(draw_digits, [(f"D's {len(most_real)} most real of {len(noise)}", most_real),
+                               (f"D's {len(least_real)} least real", least_real)], out_dir / "d_picks.png", 8)
+    drawn = ["latent_walk.png", "d_picks.png"]
     if d_scores:
         files.submit(plot_d_scores, d_scores, out_dir / "d_scores.png")
         drawn.append("d_scores.png")
@@ -1022,6 +1084,8 @@ def parse_args(argv=None):
     parser.add_argument("--generate", type=int, metavar="N",
                         help="no training: draw N digits with the saved generator into OUT_DIR/generated.png")
     parser.add_argument("--digit", type=int, help="with --generate and a conditional checkpoint: draw this digit, 0-9")
+    parser.add_argument("--best-of", type=int, default=BEST_OF, metavar="K",
+                        help="with --generate: draw K times as many, keep those D rates most real (%(default)s)")
     parser.add_argument("--checkpoint", help="the checkpoint --generate reads (OUT_DIR/checkpoint.pt)")
     args = parser.parse_args(argv)
     check_settings(args)
@@ -1166,11 +1230,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
         raise RunError(f"{message} (see: python {self.prog} --help)")
 
 
+MOST_CANDIDATES = 32768  # digits --generate --best-of draws at once to choose from (about 100 MB of pixels)
+
+
 def check_settings(args):
     """Catch bad values whether they came from a flag or an edited constant."""
     whole_numbers = [("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--z-dim", args.z_dim),
                      ("--hidden-dim", args.hidden_dim), ("--sample-every", args.sample_every),
-                     ("--gp-every", args.gp_every)]
+                     ("--gp-every", args.gp_every), ("--best-of", args.best_of)]
     optional = [("--max-steps", args.max_steps), ("--generate", args.generate)]
     for flag, value in whole_numbers + [(flag, value) for flag, value in optional if value is not None]:
         if type(value) is not int or value < 1:
@@ -1185,6 +1252,10 @@ def check_settings(args):
     args.gp_gamma = float(args.gp_gamma)
     if args.generate and args.generate > 1024:
         raise RunError(f"--generate draws at most 1024 digits at a time, not {args.generate}")
+    if args.generate and args.generate * args.best_of > MOST_CANDIDATES:
+        raise RunError(f"--generate {args.generate} --best-of {args.best_of} would draw {args.generate * args.best_of} "
+                       f"digits to choose from, more than {MOST_CANDIDATES} at a time: ask for fewer, or a smaller "
+                       f"--best-of (2 to 4 do best)")
     if args.digit is not None and not (type(args.digit) is int and 0 <= args.digit < DIGITS):
         raise RunError(f"--digit must be a digit from 0 to 9, not {args.digit!r}")
     if args.digit is not None and not args.generate:
@@ -1251,7 +1322,8 @@ def clear_earlier_run(out_dir):
     """A fresh run starts from a clean folder, so no old grid ends up in the new GIF."""
     for old in [*out_dir.glob("samples/*.png"), out_dir / "checkpoint.pt", out_dir / "training.gif",
                 out_dir / "real_vs_fake.png", out_dir / "losses.png", out_dir / "metrics.csv",
-                out_dir / "latent_walk.png", out_dir / "d_scores.png", out_dir / "nearest_training.png"]:
+                out_dir / "latent_walk.png", out_dir / "d_picks.png", out_dir / "d_scores.png",
+                out_dir / "nearest_training.png"]:
         old.unlink(missing_ok=True)
 
 
@@ -1528,19 +1600,22 @@ def generate(args):
                        f"cannot be asked for a digit. Train one with --conditional (and its own --out-dir)")
     generator = Generator(config["z_dim"], config["hidden_dim"], num_classes=config["num_classes"]).to(device)
     generator.load_state_dict(checkpoint["generator"])
+    discriminator = Discriminator(IMAGE_DIM, config["hidden_dim"], num_classes=config["num_classes"]).to(device)
+    discriminator.load_state_dict(checkpoint["discriminator"])
     count, columns, labels = args.generate, None, None
     if args.digit is not None:
         labels = torch.full((count,), args.digit, device=device)
     elif config["num_classes"]:  # a table of all ten digits, row r digit r
         columns = math.ceil(count / config["num_classes"])
         count = columns * config["num_classes"]
+        labels = digits_in_order(count, config["num_classes"], device)
     torch.manual_seed(args.seed)  # a different --seed draws different digits
-    z = torch.randn(count, generator.z_dim, device=device)
     what = f"{count} digits" if args.digit is None else f"{count} of digit {args.digit}"
-    title = f"{what}, epoch {checkpoint['epoch']}, step {checkpoint['step']}"
+    chosen = f", D's best of {args.best_of}" if args.best_of > 1 else ""
+    title = f"{what}{chosen}, epoch {checkpoint['epoch']}, step {checkpoint['step']}"
     files = BackgroundWriter()
-    files.submit(draw_digits, [(title, samples_from(generator, z, labels))], out_dir / "generated.png", columns,
-                 must_succeed=True)  # what was asked for: an error if it cannot be written
+    files.submit(draw_digits, [(title, draw_the_best(generator, discriminator, count, args.best_of, labels))],
+                 out_dir / "generated.png", columns, must_succeed=True)  # what was asked for: it must be written
     training_images = test_images = None
     if check_mnist_files(args.data_dir):
         article_pixels = config.get("article_pixels", False)
@@ -1551,11 +1626,11 @@ def generate(args):
               f"the training digits): point --data-dir at MNIST to draw it")
     # The checkpoint's own evaluation noise: the same walks as at the end of its run.
     noise = make_evaluation_noise(config["z_dim"], config["seed"], device)
-    drawn = show_what_was_learned(generator, noise, checkpoint.get("d_scores"), training_images, test_images,
-                                  out_dir, files)
+    drawn = show_what_was_learned(generator, discriminator, noise, checkpoint.get("d_scores"), training_images,
+                                  test_images, out_dir, files)
     files.close()
     InlinePictures().show([out_dir / name for name in ["generated.png", *drawn]])
-    print(f"Wrote {what} to {out_dir / 'generated.png'}, and {', '.join(drawn)} beside it")
+    print(f"Wrote {what}{chosen} to {out_dir / 'generated.png'}, and {', '.join(drawn)} beside it")
     return 0
 
 

@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -119,18 +120,24 @@ def score_images(classifier, images, test_features):
 
 
 @torch.no_grad()
-def generate_from_checkpoint(path, samples, seed):
+def generate_from_checkpoint(path, samples, seed, best_of=1):
     """Samples in [-1, 1] from a gan_mnist checkpoint, or from one whose generator learned
     [0, 1] pixels (benchmarks/article_loop.py's, or a --article-pixels run): clamped to what
-    a picture shows, then rescaled. Returns the samples and, from a conditional
-    checkpoint, the digit each was asked to be (equally many of each; else None)."""
+    a picture shows, then rescaled. With best_of > 1, as `gan_mnist.py --generate --best-of`
+    draws them: best_of times as many, of which the checkpoint's D keeps the most real.
+    Returns the samples and, from a conditional checkpoint, the digit each was asked to
+    be (equally many of each; else None)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     config = {"num_classes": 0, **checkpoint["config"]}
     generator = gan_mnist.Generator(config["z_dim"], config["hidden_dim"], num_classes=config["num_classes"])
     generator.load_state_dict(checkpoint["generator"])
+    discriminator = None
+    if best_of > 1:
+        discriminator = gan_mnist.Discriminator(hidden_dim=config["hidden_dim"], num_classes=config["num_classes"])
+        discriminator.load_state_dict(checkpoint["discriminator"])
     torch.manual_seed(seed)
     labels = gan_mnist.digits_in_order(samples, config["num_classes"], "cpu")
-    images = generator(torch.randn(samples, config["z_dim"]), labels)
+    images = gan_mnist.draw_the_best(generator, discriminator, samples, best_of, labels)
     low, high = config.get("pixel_range", (0.0, 1.0) if config.get("article_pixels") else (-1.0, 1.0))
     return (images.clamp(low, high) - low) / (high - low) * 2 - 1, labels
 
@@ -153,6 +160,9 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=gan_mnist.DATA_DIR, help="the MNIST folder, as for gan_mnist.py")
     parser.add_argument("--cache-dir", default=gan_mnist.DATA_DIR, help="where the classifier is cached")
     parser.add_argument("--seed", type=int, default=0, help="seed for the noise the samples are drawn from")
+    parser.add_argument("--best-of", type=int, nargs="+", default=[1], metavar="K",
+                        help="score the samples D picks, best of K (as gan_mnist.py --generate --best-of K); "
+                             "one row per K (1: the generator alone)")
     parser.add_argument("--grids", type=Path, help="also save each checkpoint's first 64 samples here, as PNG")
     parser.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_SETTINGS["epochs"],
                         help=argparse.SUPPRESS)  # tests train a throwaway classifier on tiny data
@@ -170,9 +180,12 @@ def main(argv=None):
     print(header)
     print("-" * len(header))
     print(format_row(f"real training images ({len(real)})", score_images(classifier, real, test_features)))
-    for path in args.checkpoints:
-        samples, labels = generate_from_checkpoint(path, args.samples, args.seed)
-        print(format_row(path.name, score_images(classifier, samples, test_features)), flush=True)
+    for path, best_of in [(path, best_of) for path in args.checkpoints for best_of in args.best_of]:
+        start = time.perf_counter()
+        samples, labels = generate_from_checkpoint(path, args.samples, args.seed, best_of)
+        seconds = time.perf_counter() - start  # to draw (and choose) the samples
+        name = path.name if best_of == 1 else f"{path.name} best of {best_of}"
+        print(format_row(name, score_images(classifier, samples, test_features)) + f"  ({seconds:.2f} s)", flush=True)
         if labels is not None:
             shares = asked_digit_shares(classifier, samples, labels)
             lowest = min(range(10), key=shares.__getitem__)
@@ -180,8 +193,8 @@ def main(argv=None):
                   f"({lowest}); per digit 0-9: " + " ".join(f"{100 * share:.1f}" for share in shares), flush=True)
         if args.grids:
             args.grids.mkdir(parents=True, exist_ok=True)
-            gan_mnist.draw_digits([(path.stem, samples[:64])], args.grids / f"{path.stem}.png")
-
+            stem = path.stem if best_of == 1 else f"{path.stem}_best_of_{best_of}"
+            gan_mnist.draw_digits([(stem, samples[:64])], args.grids / f"{stem}.png")
 
 if __name__ == "__main__":
     main()

@@ -66,8 +66,8 @@ def test_the_cells_are_the_articles_sections_and_the_last_one_trains():
     first, *middle, last = cells()
     titles = [first.split('"""\n', 1)[1].splitlines()[1][2:]] + [cell.strip().splitlines()[1][2:] for cell in middle]
     assert [title.split(" · ")[0] for title in titles[:8]] == [
-        "5.1  导入库", "常量", "5.2  加载MNIST数据集", "5.3  定义生成器", "5.4  定义判别器",
-        "5.5  定义损失函数和优化器", "5.6  训练模型", "文章之外：判别器的梯度惩罚"]
+        "5.1 导入库", "常量", "5.2 加载MNIST数据集", "5.3 定义生成器", "5.4 定义判别器",
+        "5.5 定义损失函数和优化器", "5.6 训练模型", "文章之外：判别器的梯度惩罚"]
     assert last.strip() == 'if __name__ == "__main__":\n    main()'
 
 
@@ -93,7 +93,8 @@ def test_run_cell_by_cell_with_edited_constants_it_trains_and_shows_the_grid(ker
     assert grids == [("display", "epoch_000.png"), ("update", "epoch_001.png"), ("update", "epoch_002.png"),
                      ("update", "epoch_003.png")]
     after = [name for how, name in kernel.shown if not name.startswith("epoch_")]
-    assert after == ["losses.png", "real_vs_fake.png", "latent_walk.png", "d_scores.png", "nearest_training.png"]
+    assert after == ["losses.png", "real_vs_fake.png", "latent_walk.png", "d_picks.png", "d_scores.png",
+                     "nearest_training.png"]
 
 
 def test_main_in_a_kernel_returns_its_code_and_can_be_called_again(kernel, tiny_mnist, tmp_path):

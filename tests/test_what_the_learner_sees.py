@@ -32,7 +32,7 @@ def two_epochs(tiny_mnist, tmp_path_factory):
 # ---- The after-training pictures ----------------------------------------------------------
 def test_a_run_ends_with_the_three_pictures_and_the_copying_check(two_epochs):
     result, out_dir = two_epochs
-    for name in ["latent_walk.png", "d_scores.png", "nearest_training.png"]:
+    for name in ["latent_walk.png", "d_picks.png", "d_scores.png", "nearest_training.png"]:
         assert_png(out_dir / name)
     [line] = [line for line in result.stdout.splitlines() if line.startswith("Copying check")]
     assert "from its nearest training digit" in line and "x; far below 1 would mean copying" in line
@@ -51,7 +51,7 @@ def test_generate_draws_the_three_pictures_with_mnist(two_epochs, tiny_mnist, tm
     result = run_here("--generate", "16", "--checkpoint", two_epochs[1] / "checkpoint.pt", "--out-dir", tmp_path,
                       "--data-dir", tiny_mnist, "--device", "cpu")
     assert result.returncode == 0, result.stderr
-    for name in ["generated.png", "latent_walk.png", "d_scores.png", "nearest_training.png"]:
+    for name in ["generated.png", "latent_walk.png", "d_picks.png", "d_scores.png", "nearest_training.png"]:
         assert_png(tmp_path / name)
     # The checkpoint's own evaluation noise: the same walk as at the end of its run.
     assert (tmp_path / "latent_walk.png").read_bytes() == (two_epochs[1] / "latent_walk.png").read_bytes()
