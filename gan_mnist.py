@@ -8,8 +8,7 @@ trained against each other with the BCE loss of section 4.1).
     python gan_mnist.py --generate 64    # draw 64 new digits from the checkpoint
     python gan_mnist.py --help
 
-In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (each
-`# %%` line starts a cell: the article's sections, then the last cell trains).
+In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (its `# %%` cells are the sections).
 
 Read it top to bottom beside the article: each banner names the section it
 implements. Where this file departs from the article, a comment says why.
@@ -23,7 +22,7 @@ import torchvision
 
 # The article imports matplotlib.pyplot. We draw on Figure objects instead:
 # they render straight to files, need no window, and keep no global state.
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure  # 与文章不同：不用 pyplot，画图不需要显示器
 
 # What only the pictures and the dependable parts use (the log, files, checkpoints, Ctrl-C):
 import argparse
@@ -59,7 +58,7 @@ EPOCHS = 200  # passes over the 60,000 training images (--epochs)
 BATCH_SIZE = 128  # images per optimiser step (--batch-size)
 LR = 2e-4  # Adam's learning rate for both networks (--lr)
 BETAS = (0.0, 0.999)  # Adam's decay rates; 0.0: no momentum to carry G and D past each other; article 0.9 (--betas)
-# 与文章不同：β1 = 0（Adam 一阶矩估计不保留动量），文章用默认的 0.9；动量会让两个网络互相冲过头。
+# 与文章不同：β1、β2 是 Adam 两个矩估计的衰减率；β1 = 0 即不用动量（文章用默认的 0.9），动量会让两个网络互相冲过头。
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
 GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few digits; 0.0: the article (--gp-gamma)
@@ -69,7 +68,7 @@ CONDITIONAL = False  # True: both networks are told the digit, so you can ask fo
 BEST_OF = 1  # --generate draws this many times the digits asked for, and D keeps the best; 1: G alone (--best-of)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
-DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device)
+DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device); 与文章不同：文章只在 CPU 上运行
 DATA_DIR = "data"  # where MNIST is read from, or downloaded to (--data-dir)
 OUT_DIR = "outputs"  # where grids, plots and the checkpoint go (--out-dir)
 
@@ -143,7 +142,7 @@ def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
     indexing operation. The order comes from (seed, epoch) alone, so a run
     resumed part-way through an epoch (skip: the batches it had done) sees the
     very same batches.
-    与文章不同：不用逐张图像转换的 DataLoader，整个训练集已是设备上的一个张量，每批只需一次索引。
+    与文章不同：不用 DataLoader 逐张转换图像，整个训练集已是设备上的一个张量，每批只需一次索引。
     """
     # 构建数据加载器: a new order each epoch, cut into batches
     shuffle = torch.Generator().manual_seed(seed + epoch)
@@ -187,7 +186,7 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Linear(hidden_dim, 1),
             # No Sigmoid here, unlike the article: the loss in 5.5 applies it.
-            # 与文章不同：这里没有 Sigmoid（文章用它输出为真实图像的概率），由 5.5 的损失函数来算。
+            # 与文章不同：这里没有 Sigmoid（文章用它“输出为真实图像的概率”），Sigmoid 交给 5.5 的损失函数计算。
         )
 
     def forward(self, images, labels=None):
@@ -204,7 +203,7 @@ class Discriminator(nn.Module):
 # with s = sigmoid. BCEWithLogitsLoss computes the same number from the logit l
 # in one stable step: it never takes log(0) when D is sure, where BCELoss must
 # clamp to -100 and the gradient vanishes.
-# 与文章不同：Sigmoid + BCELoss 合成一步 BCEWithLogitsLoss，数值相同，但判别器很确定时梯度不会消失。
+# 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数值相同，但判别器很确定时梯度不会消失。
 bce_with_logits = nn.BCEWithLogitsLoss()  # 损失函数
 
 
@@ -223,7 +222,7 @@ def generator_loss(fake_logits):
     """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every
     fake, that curve is flat, and G learns nothing; so, as Goodfellow et al.
     (2014, section 3) advise, G maximises log D(G(z)) instead: BCE with label 1.
-    与公式 4.1 不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))：训练初期后者几乎没有梯度。
+    与公式 4.1 不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))，因为训练初期后者几乎没有梯度。
     """
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
@@ -238,6 +237,7 @@ def build_gan(args, device):
 def make_optimizers(generator, discriminator, lr, betas):
     # fused=True runs each Adam update as one kernel instead of one per tensor
     # (on CPU and GPU alike); the arithmetic is Adam's, unchanged. betas: see BETAS at the top.
+    # 与文章不同：融合的 Adam，每个网络的一次更新只启动一个内核，算法不变。
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas, fused=True)
     d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas, fused=True)
     return g_optimizer, d_optimizer
@@ -264,9 +264,9 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     # 最大化判别器能够正确识别真实图像和生成图像的概率
     # detach(): this update is D's alone, so no gradient flows back into G. Real and fake go through
     # D as one batch: the same numbers as two calls (D has no BatchNorm), with one pass instead of two.
-    # 与文章不同：detach() 让这一步只更新 D；真假图像合成一批，只经过 D 一次。
+    # 与文章不同：detach() 切断梯度，这一步的梯度不会流回 G；真假图像拼成一批，只经过 D 一次。
     # On penalty steps D also pays for steep slopes at the images (gradient_penalty, after 5.6), so
-    # they need gradients. 梯度惩罚（文章没有）：D 在图像处的梯度太陡就要付出代价，免得它把 G 赶向少数几个数字。
+    # they need gradients. 梯度惩罚（文章没有）：D 在图像处的梯度太陡要付出代价，所以输入也要求梯度。
     d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
     logits = discriminator(d_inputs, both_labels)  # 判别真实图像 (and the fakes, in the same pass)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
@@ -308,7 +308,7 @@ def train(args):
                                        use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
         # One noise batch, drawn once: every grid shows the same 64 z's, so the
         # grids are frames of one film and you can watch each digit take shape.
-        # 与文章不同：固定一批噪声，每张网格图都画同样的 64 个 z，连起来就是训练过程的一部影片。
+        # 与文章不同：固定一批噪声，每张网格图都用同样的 64 个 z 来画，连起来就是训练过程的一部影片。
         # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
         fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
         run.begin(generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images)  # a resume puts all back
@@ -722,8 +722,11 @@ def save_real_vs_fake(real_images, samples, path):
 
 
 def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
-    """The epoch grids as an animation (the step grids if no epoch finished)."""
-    frame_files = sorted(samples_dir.glob("epoch_*.png")) or sorted(samples_dir.glob("step_*.png"))
+    """The epoch grids as an animation, from the untrained generator's on (its step
+    grids after that one if no epoch finished)."""
+    frame_files = sorted(samples_dir.glob("epoch_*.png"))
+    if len(frame_files) <= 1:
+        frame_files += sorted(samples_dir.glob("step_*.png"))
     if not frame_files:
         return
     frames = [Image.open(file).convert("P", palette=Image.Palette.ADAPTIVE) for file in frame_files]
@@ -899,7 +902,7 @@ class Coach:
     def watch_variety(self, epoch, step, samples):
         variety = torch.pdist(samples).mean().item() / self.real_variety
         self.report("collapse", variety < self.COLLAPSED,
-                    f"the samples have collapsed: at step {step} (epoch {epoch}) the 64 grid digits vary "
+                    f"the samples have collapsed: at step {step} (epoch {epoch}) the {len(samples)} grid digits vary "
                     f"{variety:.2f}x as much as real digits (under {self.COLLAPSED}), nearly one picture for "
                     f"every z. Try {self.gentler_d()}, or another --seed",
                     f"the samples vary again ({variety:.2f}x real digits) at step {step} (epoch {epoch})")
@@ -963,6 +966,14 @@ def in_a_notebook():
     return notebook_display() is not None
 
 
+def started_by_a_kernel():
+    """True when sys.argv is a notebook kernel's own (ipykernel_launcher.py -f kernel.json, or
+    `python -m ipykernel`), not a script's: `%run gan_mnist.py --epochs 5` sets it to the script's."""
+    launcher = Path(sys.argv[0]).name
+    return launcher.endswith("kernel_launcher.py") or (in_a_notebook() and not (
+        launcher.endswith(".py") and launcher != "__main__.py"))
+
+
 # ---- Drawing off the training path ----
 class BackgroundWriter:
     """Draws pictures and writes files on one background thread, in the order
@@ -1007,15 +1018,17 @@ class BackgroundWriter:
             cls.open_writers.pop().worker.shutdown(wait=True)
 
     def raise_errors(self, wait):
-        finished = [job for job in self.pending if wait or job.done()]
-        self.pending = [job for job in self.pending if job not in finished]
+        finished = list(self.pending)
+        if not wait:  # only those done in the order asked for: each result is handled in turn
+            finished = finished[:next((i for i, job in enumerate(finished) if not job.done()), len(finished))]
+        self.pending = self.pending[len(finished):]
         for job in finished:
             failed = job.result()  # raises the error of a write that must succeed
             if isinstance(failed, WriteError):
                 if failed.cause != self.picture_trouble:  # once, not on every grid, while the trouble lasts
                     clear_progress()
-                    print(f"warning: cannot write {failed.path} ({failed.cause}); training goes on, and the "
-                          f"next pictures are tried again", flush=True)
+                    print(f"warning: cannot write {failed.path} ({failed.cause}); the run goes on without it, and "
+                          f"the next pictures are tried again", flush=True)
                 self.picture_trouble = failed.cause
             elif failed is True:  # a picture written: warn afresh if trouble comes back
                 self.picture_trouble = None
@@ -1096,7 +1109,7 @@ def main(argv=None):
     """Train, or --generate, as the words in argv ask (the command line's, sys.argv[1:], if None).
     In a notebook it returns the exit code; elsewhere it exits with it."""
     if argv is None:  # a kernel's own arguments (-f kernel.json) are not the learner's; %run's are
-        argv = [] if Path(sys.argv[0]).name.endswith("kernel_launcher.py") else sys.argv[1:]
+        argv = [] if started_by_a_kernel() else sys.argv[1:]
     argv = [str(word) for word in argv]
     try:
         args = parse_args(argv)
@@ -1151,6 +1164,7 @@ class CudaGraphStep:
     is train_step's. The catch: once recorded, train_step's Python no longer
     runs, so a print() added to it shows only in the first few steps. To
     experiment with train_step on a GPU, pass --no-cuda-graph.
+    文章之外：在 GPU 上把一整步录成一个 CUDA 图，之后每步一次调用重放，算法与 train_step 相同。
     """
 
     def __init__(self, models_and_optimizers, batch_size, ordinary_steps=3):
@@ -1258,6 +1272,8 @@ def check_settings(args):
                        f"--best-of (2 to 4 do best)")
     if args.digit is not None and not (type(args.digit) is int and 0 <= args.digit < DIGITS):
         raise RunError(f"--digit must be a digit from 0 to 9, not {args.digit!r}")
+    if args.best_of != BEST_OF and not args.generate:
+        raise RunError("--best-of chooses among what --generate N draws: add --generate N")
     if args.digit is not None and not args.generate:
         raise RunError("--digit chooses what --generate N draws: add --generate N (and train with --conditional)")
     args.num_classes = DIGITS if args.conditional else 0
@@ -1581,10 +1597,14 @@ class StopSignals:
 
 
 def resume_command(args):
-    """The command that continues this run: the arguments main() was given, plus --resume."""
-    script = sys.argv[0] if Path(sys.argv[0]).name == "gan_mnist.py" else "gan_mnist.py"
+    """What continues this run: the arguments main() was given, plus --resume
+    (in a notebook, as the main() call to run in a cell)."""
     words = [word for word in args.command_line if word != "--overwrite"]
-    return shlex.join(["python", script, *words, *([] if "--resume" in words else ["--resume"])])
+    words += [] if "--resume" in words else ["--resume"]
+    if in_a_notebook():
+        return f"main({words!r})"
+    script = sys.argv[0] if Path(sys.argv[0]).name == "gan_mnist.py" else "gan_mnist.py"
+    return shlex.join(["python", script, *words])
 
 
 @torch.no_grad()

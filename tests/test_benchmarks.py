@@ -81,11 +81,15 @@ def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, 
     rows = {line.split()[0]: line for line in second.splitlines() if line.startswith(("real", "checkpoint"))}
     figures = rows["checkpoint.pt"].split()
     fid, score, confident = float(figures[1]), float(figures[2]), float(figures[3].rstrip("%"))
-    shares = [float(share) for share in figures[4:]]
+    shares = [float(share) for share in figures[4:14]]
+    assert figures[14].startswith("(") and figures[15] == "s)"  # how long drawing the samples took
     assert fid > 0 and 1 <= score <= 10 and 0 <= confident <= 100
     assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.5)
     assert re.search(r"digit classifier: [\d.]+% correct", second)
     assert (tmp_path / "grids" / "checkpoint.png").is_file()
+    chosen = run_tool("quality.py", *args, "--best-of", "1", "3")  # a row for each K: D's picks scored too
+    names = [line[:34].strip() for line in chosen.splitlines() if line.startswith("checkpoint")]
+    assert names == ["checkpoint.pt", "checkpoint.pt best of 3"]
 
 
 def test_the_sweep_trains_each_run_as_gan_mnist_would():

@@ -86,6 +86,10 @@ def test_bad_best_of_gets_one_line(tmp_path, value, words):
     assert_one_line_error(run_here("--generate", "1024", "--best-of", value, "--out-dir", tmp_path), words)
 
 
+def test_best_of_without_generate_gets_one_line(tmp_path):
+    assert_one_line_error(run_here("--best-of", "3", "--out-dir", tmp_path), "--best-of chooses among what --generate")
+
+
 @pytest.mark.parametrize("conditional", [False, True], ids=["article's GAN", "conditional"])
 def test_generate_best_of_works_for_both_kinds_of_checkpoint(tiny_mnist, tmp_path, conditional):
     flags = ["--conditional"] if conditional else []

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import gan_mnist
-from conftest import SCRIPT
+from conftest import SCRIPT, stop_at_step
 from test_dependable import run_here
 
 KERNEL_ARGV = ["/usr/lib/python3/site-packages/ipykernel_launcher.py", "-f", "/tmp/kernel-1234.json"]
@@ -119,6 +119,20 @@ def test_the_kernels_own_arguments_are_not_taken_for_the_learners(kernel, monkey
     with contextlib.redirect_stdout(io.StringIO()):
         assert gan_mnist.main() == 0
     assert seen[1].epochs == 5
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/site-packages/ipykernel/__main__.py", "-f", "k.json"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert gan_mnist.main() == 0  # `python -m ipykernel -f k.json`: the kernel's own, too
+    assert seen[2].command_line == []
+
+
+def test_a_stop_in_a_kernel_says_which_main_call_continues(kernel, tiny_mnist, tmp_path, monkeypatch):
+    stop_at_step(monkeypatch, 5)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert gan_mnist.main(["--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "3"]) == 130
+    command = out.getvalue().strip().splitlines()[-1].split("Continue with:  ")[1]
+    assert command == repr(["--data-dir", str(tiny_mnist), "--out-dir", str(tmp_path), "--epochs", "3",
+                            "--resume"]).join(["main(", ")"])
 
 
 def test_outside_a_kernel_nothing_is_displayed(tiny_mnist, tmp_path, monkeypatch):

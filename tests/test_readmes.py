@@ -129,3 +129,24 @@ def test_the_articles_headings_and_comments_stand_in_the_code():
     assert not missing, f"gan_mnist.py lacks the article's comments {missing}"
     for heading in ARTICLE_HEADINGS:
         assert f"# {heading} · " in SOURCE, heading
+
+
+def anchors(markdown):
+    """GitHub's anchors for a Markdown file's headings: lower case, spaces to hyphens, punctuation dropped."""
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)}
+
+
+@pytest.mark.parametrize("document", READMES + ["docs/results.md", "benchmarks/README.md", "data/README.md"])
+def test_every_local_link_and_anchor_resolves(document):
+    path = ROOT / document
+    text = path.read_text(encoding="utf-8")
+    assert not re.search(r"\b[A-Z]+(?:_[A-Z]+)*_(?:LESSON|DEFAULT|SECTION)\b", text), "a placeholder is left"
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"https?://", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        assert linked.exists(), f"{document} links to {target}, which does not exist"
+        if anchor and linked.suffix == ".md":
+            assert anchor in anchors(linked.read_text(encoding="utf-8")), f"{document}: no heading for #{anchor}"

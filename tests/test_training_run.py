@@ -44,6 +44,13 @@ def test_a_short_run_writes_every_picture(short_run):
     assert not list(out_dir.rglob("*.tmp"))
 
 
+def test_a_run_stopped_inside_its_first_epoch_films_its_step_grids(tiny_mnist, tmp_path):
+    result = run_script("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--max-steps", "3", *TINY_RUN_FLAGS)
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "training.gif") as gif:
+        assert gif.n_frames == 2  # the untrained generator's grid, then step 3's
+
+
 def test_a_short_run_writes_the_checkpoint(short_run):
     _, out_dir = short_run
     checkpoint = torch.load(out_dir / "checkpoint.pt", weights_only=True)
