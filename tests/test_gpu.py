@@ -41,7 +41,8 @@ def test_train_stop_resume_and_generate_on_the_device(device, tiny_mnist, tmp_pa
     if device == "cuda":  # a GPU run repeats closely, not bit for bit
         torch.testing.assert_close(load(tmp_path / "stopped")["history"], straight["history"], rtol=1e-3, atol=1e-3)
 
-    generated = run_here("--generate", "16", "--out-dir", out_dir, "--data-dir", tiny_mnist, "--device", device)
+    generated = run_here("--generate", "16", "--best-of", "3", "--out-dir", out_dir, "--data-dir", tiny_mnist,
+                         "--device", device)
     assert generated.returncode == 0, generated.stderr
     for name in ["generated.png", "latent_walk.png", "d_scores.png", "nearest_training.png"]:
         assert (out_dir / name).is_file(), name
@@ -53,9 +54,9 @@ def test_a_conditional_run_draws_the_digit_asked_for_on_the_device(device, tiny_
     common = ["--data-dir", tiny_mnist, "--device", device, "--out-dir", tmp_path]
     trained = run_here(*common, "--epochs", "2", "--conditional", *FLAGS)
     assert trained.returncode == 0, trained.stderr
-    generated = run_here(*common, "--generate", "8", "--digit", "3")
+    generated = run_here(*common, "--generate", "8", "--digit", "3", "--best-of", "2")
     assert generated.returncode == 0, generated.stderr
-    assert "8 of digit 3" in generated.stdout and (tmp_path / "generated.png").is_file()
+    assert "8 of digit 3, D's best of 2" in generated.stdout and (tmp_path / "generated.png").is_file()
     assert drawn_on == {"cpu"}
 
 
