@@ -49,15 +49,20 @@ class StandInDisplay(types.ModuleType):
 @pytest.fixture
 def kernel(monkeypatch):
     """A Jupyter kernel, as far as the script can tell: IPython imported, its shell an IPKernelApp's."""
-    display = StandInDisplay()
     shell = types.SimpleNamespace(config={"IPKernelApp": {"connection_file": KERNEL_ARGV[2]}})
+    monkeypatch.setattr(sys, "argv", KERNEL_ARGV)
+    return stand_in_ipython(monkeypatch, shell)
+
+
+def stand_in_ipython(monkeypatch, shell):
+    """IPython, imported, whose get_ipython() returns `shell` (None: no shell running); its display module."""
+    display = StandInDisplay()
     ipython = types.ModuleType("IPython")
     ipython.version_info = (8, 30, 0)  # matplotlib asks
     ipython.get_ipython = lambda: shell
     ipython.display = display
     monkeypatch.setitem(sys.modules, "IPython", ipython)
     monkeypatch.setitem(sys.modules, "IPython.display", display)
-    monkeypatch.setattr(sys, "argv", KERNEL_ARGV)
     return display
 
 
@@ -137,13 +142,7 @@ def test_a_stop_in_a_kernel_says_which_main_call_continues(kernel, tiny_mnist, t
 
 def test_outside_a_kernel_nothing_is_displayed(tiny_mnist, tmp_path, monkeypatch):
     # IPython installed and imported, but no kernel running (a terminal): as today, files only
-    display = StandInDisplay()
-    ipython = types.ModuleType("IPython")
-    ipython.version_info = (8, 30, 0)  # matplotlib asks
-    ipython.get_ipython = lambda: None
-    ipython.display = display
-    monkeypatch.setitem(sys.modules, "IPython", ipython)
-    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    display = stand_in_ipython(monkeypatch, None)
     result = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "1", "--batch-size", "64",
                       "--device", "cpu")
     assert result.returncode == 0 and display.shown == []
