@@ -418,13 +418,14 @@ def draw_the_best(generator, discriminator, count, best_of, labels=None):
     if best_of == 1:
         return images.cpu()
     realness = discriminator(images, candidate_labels).flatten()  # D's logit: higher means "more real"
-    if labels is None:
-        return images[realness.topk(count).indices.sort().values].cpu()  # in the order drawn
+    # The choice is made within each group: one for the article's GAN, one per digit asked for otherwise.
+    groups = torch.zeros(count, dtype=torch.long, device=device) if labels is None else labels
+    candidate_groups = groups.repeat(best_of)
     chosen = torch.empty(count, images.shape[1], device=device)
-    for digit in labels.unique():
-        candidates = (candidate_labels == digit).nonzero().flatten()
-        best = candidates[realness[candidates].topk(int((labels == digit).sum())).indices.sort().values]
-        chosen[labels == digit] = images[best]
+    for group in groups.unique():
+        candidates = (candidate_groups == group).nonzero().flatten()
+        best = candidates[realness[candidates].topk(int((groups == group).sum())).indices.sort().values]
+        chosen[groups == group] = images[best]  # in the order drawn
     return chosen.cpu()
 
 
