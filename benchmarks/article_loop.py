@@ -43,8 +43,8 @@ class ArticleDiscriminator(nn.Module):
 
 def article_dataloader(data_dir):
     """Section 5.2: a PIL image and a ToTensor() call per image, every step."""
-    gan_mnist.check_mnist_files(data_dir)
-    dataset = torchvision.datasets.MNIST(root=data_dir, download=True, transform=transforms.ToTensor())
+    dataset = torchvision.datasets.MNIST(root=data_dir, download=not gan_mnist.mnist_files_present(data_dir),
+                                         transform=transforms.ToTensor())
     return torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
 
 

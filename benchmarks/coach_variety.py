@@ -65,8 +65,8 @@ def main():
     parser.add_argument("--save", help="append each run's measurements to this file, one JSON line a run")
     args = parser.parse_args()
     gan_mnist.make_cpu_arithmetic_repeatable()
-    images = gan_mnist.load_mnist(args.data_dir)
-    test_images = gan_mnist.load_mnist(args.data_dir, train=False)[:gan_mnist.EVALUATION_SIZE]
+    images, _ = gan_mnist.load_mnist(args.data_dir)
+    test_images = gan_mnist.load_mnist(args.data_dir, train=False)[0][:gan_mnist.EVALUATION_SIZE]
     runs = [(f"batch {size}", size, gan_mnist.BETAS) for size in args.batch_sizes]
     runs.append(("article's betas, batch 128", 128, (0.9, 0.999)))
     limit = gan_mnist.Coach.COLLAPSED

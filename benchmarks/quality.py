@@ -15,6 +15,12 @@ For each checkpoint it draws --samples digits and reports:
   0 .. 9      share of samples labelled as each digit (10% each in a fair world)
 
 The first row is 10,000 real training images: the best a generator can do.
+
+    python benchmarks/quality.py outputs/checkpoint.pt --best-of 1 2 3 4 6 --keep generator training equal all
+
+scores the samples D picks, as `gan_mnist.py --generate --best-of K` draws them: one row
+per K, and per rule for how many of each digit D keeps (the generator's own share, which
+gan_mnist.py uses; the training set's share; an equal share; or all digits chosen at once).
 """
 import argparse
 import hashlib
@@ -32,6 +38,9 @@ import gan_mnist  # noqa: E402
 
 CLASSIFIER_SETTINGS = {"version": 1, "epochs": 3, "batch_size": 128, "lr": 1e-3, "seed": 0}
 CONFIDENT = 0.9
+# How many of each digit D keeps with --best-of: gan_mnist.py's rule first, then those measured beside it.
+RULES = {"generator": "generator's share", "training": "training share", "equal": "equal share",
+         "all": "all at once"}
 
 
 class DigitClassifier(nn.Module):
@@ -54,7 +63,7 @@ class DigitClassifier(nn.Module):
 def classifier_cache_path(data_dir, cache_dir, settings):
     # Keyed by the settings and the training labels, so other data or settings train afresh.
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
-                         + gan_mnist.load_labels(data_dir, train=True).numpy().tobytes()).hexdigest()[:12]
+                         + gan_mnist.load_mnist(data_dir, train=True)[1].numpy().tobytes()).hexdigest()[:12]
     return Path(cache_dir) / f"quality_classifier_{key}.pt"
 
 
@@ -62,12 +71,12 @@ def get_classifier(data_dir, cache_dir, settings=CLASSIFIER_SETTINGS, log=print)
     """The cached classifier, or a newly trained one. Returns it with its test accuracy."""
     path = classifier_cache_path(data_dir, cache_dir, settings)
     classifier = DigitClassifier()
-    test_images, test_labels = gan_mnist.load_mnist(data_dir, train=False), gan_mnist.load_labels(data_dir, train=False)
+    test_images, test_labels = gan_mnist.load_mnist(data_dir, train=False)
     if path.is_file():
         classifier.load_state_dict(torch.load(path, weights_only=True))
     else:
         log(f"Training the digit classifier ({settings['epochs']} epochs); cached afterwards as {path}")
-        images, labels = gan_mnist.load_mnist(data_dir, train=True), gan_mnist.load_labels(data_dir, train=True)
+        images, labels = gan_mnist.load_mnist(data_dir, train=True)
         torch.manual_seed(settings["seed"])
         optimizer = torch.optim.Adam(classifier.parameters(), lr=settings["lr"])
         for _ in range(settings["epochs"]):
@@ -120,25 +129,26 @@ def score_images(classifier, images, test_features):
 
 
 @torch.no_grad()
-def generate_from_checkpoint(path, samples, seed, best_of=1):
+def generate_from_checkpoint(path, samples, seed, best_of=1, training=None):
     """Samples in [-1, 1] from a gan_mnist checkpoint, or from one whose generator learned
     [0, 1] pixels (benchmarks/article_loop.py's, or a --article-pixels run): clamped to what
     a picture shows, then rescaled. With best_of > 1, as `gan_mnist.py --generate --best-of`
-    draws them: best_of times as many, of which the checkpoint's D keeps the most real.
+    draws them: best_of times as many, of which the checkpoint's D keeps the most real within
+    each digit (training: MNIST's training images in [-1, 1] and labels, which read the digits).
     Returns the samples and, from a conditional checkpoint, the digit each was asked to
     be (equally many of each; else None)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = {"num_classes": 0, **checkpoint["config"]}
-    generator = gan_mnist.Generator(config["z_dim"], config["hidden_dim"], num_classes=config["num_classes"])
+    config = {"num_classes": 0, "lr": gan_mnist.LR, "betas": gan_mnist.BETAS, **checkpoint["config"]}
+    generator, discriminator, *_ = gan_mnist.build_gan(argparse.Namespace(**config), "cpu")
     generator.load_state_dict(checkpoint["generator"])
-    discriminator = None
     if best_of > 1:
-        discriminator = gan_mnist.Discriminator(hidden_dim=config["hidden_dim"], num_classes=config["num_classes"])
         discriminator.load_state_dict(checkpoint["discriminator"])
     torch.manual_seed(seed)
-    labels = gan_mnist.digits_in_order(samples, config["num_classes"], "cpu")
-    images = gan_mnist.draw_the_best(generator, discriminator, samples, best_of, labels)
+    labels = gan_mnist.digits_in_order(generator, samples, "cpu")
     low, high = config.get("pixel_range", (0.0, 1.0) if config.get("article_pixels") else (-1.0, 1.0))
+    if training is not None:  # on the generator's own scale, as gan_mnist.py --generate reads them
+        training = ((training[0] + 1) / 2 * (high - low) + low, training[1])
+    images = gan_mnist.draw_the_best(generator, discriminator, samples, best_of, labels, training)
     return (images.clamp(low, high) - low) / (high - low) * 2 - 1, labels
 
 
@@ -150,7 +160,7 @@ def asked_digit_shares(classifier, images, labels):
 
 def format_row(name, figures):
     shares = " ".join(f"{100 * share:4.1f}" for share in figures["shares"])
-    return f"{name:<34} {figures['fid']:8.2f} {figures['score']:6.2f} {100 * figures['confident']:8.1f}%  {shares}"
+    return f"{name:<44} {figures['fid']:8.2f} {figures['score']:6.2f} {100 * figures['confident']:8.1f}%  {shares}"
 
 
 def main(argv=None):
@@ -163,6 +173,10 @@ def main(argv=None):
     parser.add_argument("--best-of", type=int, nargs="+", default=[1], metavar="K",
                         help="score the samples D picks, best of K (as gan_mnist.py --generate --best-of K); "
                              "one row per K (1: the generator alone)")
+    parser.add_argument("--keep", nargs="+", choices=list(RULES), default=["generator"],
+                        help="with --best-of: how many of each digit D keeps: the generator's own share (as "
+                             "gan_mnist.py does), the training set's, an equal share, or all digits chosen at once; "
+                             "one row per rule")
     parser.add_argument("--grids", type=Path, help="also save each checkpoint's first 64 samples here, as PNG")
     parser.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_SETTINGS["epochs"],
                         help=argparse.SUPPRESS)  # tests train a throwaway classifier on tiny data
@@ -172,19 +186,35 @@ def main(argv=None):
     settings = {**CLASSIFIER_SETTINGS, "epochs": args.classifier_epochs}
     classifier, accuracy = get_classifier(args.data_dir, args.cache_dir, settings)
     print(f"digit classifier: {100 * accuracy:.2f}% correct on the 10,000 test images")
-    test_features, _ = predict(classifier, gan_mnist.load_mnist(args.data_dir, train=False))
-    train_images = gan_mnist.load_mnist(args.data_dir, train=True)
+    test_features, _ = predict(classifier, gan_mnist.load_mnist(args.data_dir, train=False)[0])
+    train_images, train_labels = gan_mnist.load_mnist(args.data_dir, train=True)
     real = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:args.samples]]
+    rule_shares = {"training": torch.bincount(train_labels, minlength=10) / len(train_labels),
+                   "equal": torch.full((10,), 0.1)}
+    keep_as_drawn, read_digits, digits_read = gan_mnist.digits_to_keep, gan_mnist.nearest_training_digits, {}
 
-    header = f"{'images':<34} {'FID':>8} {'score':>6} {'conf>0.9':>9}  " + " ".join(f"{d:>4}" for d in range(10))
+    def read_digits_once(images, training_images, k):  # the same candidates under every rule: read them once
+        key = (hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(), len(training_images), k)
+        if key not in digits_read:
+            digits_read[key] = read_digits(images, training_images, k)
+        return digits_read[key]
+
+    gan_mnist.nearest_training_digits = read_digits_once
+
+    header = f"{'images':<44} {'FID':>8} {'score':>6} {'conf>0.9':>9}  " + " ".join(f"{d:>4}" for d in range(10))
     print(header)
     print("-" * len(header))
     print(format_row(f"real training images ({len(real)})", score_images(classifier, real, test_features)))
-    for path, best_of in [(path, best_of) for path in args.checkpoints for best_of in args.best_of]:
+    for path, best_of, rule in [(path, best_of, rule) for path in args.checkpoints for best_of in args.best_of
+                                for rule in (args.keep if best_of > 1 else ["generator"])]:
+        gan_mnist.digits_to_keep = keep_as_drawn if rule not in rule_shares else (
+            lambda candidate_digits, count, rule=rule: keep_as_drawn(candidate_digits, count, rule_shares[rule]))
+        training = None if rule == "all" else (train_images, train_labels)
         start = time.perf_counter()
-        samples, labels = generate_from_checkpoint(path, args.samples, args.seed, best_of)
-        seconds = time.perf_counter() - start  # to draw (and choose) the samples
+        samples, labels = generate_from_checkpoint(path, args.samples, args.seed, best_of, training)
+        seconds = time.perf_counter() - start  # to draw and choose the samples (digits read once for all rules)
         name = path.name if best_of == 1 else f"{path.name} best of {best_of}"
+        name += f" ({RULES[rule]})" if best_of > 1 and rule != "generator" else ""
         print(format_row(name, score_images(classifier, samples, test_features)) + f"  ({seconds:.2f} s)", flush=True)
         if labels is not None:
             shares = asked_digit_shares(classifier, samples, labels)
@@ -193,7 +223,7 @@ def main(argv=None):
                   f"({lowest}); per digit 0-9: " + " ".join(f"{100 * share:.1f}" for share in shares), flush=True)
         if args.grids:
             args.grids.mkdir(parents=True, exist_ok=True)
-            stem = path.stem if best_of == 1 else f"{path.stem}_best_of_{best_of}"
+            stem = path.stem if best_of == 1 else f"{path.stem}_best_of_{best_of}_{rule}"
             gan_mnist.draw_digits([(stem, samples[:64])], args.grids / f"{stem}.png")
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def gan_mnist_runner(data_dir, device, use_cuda_graph, gp_gamma=gan_mnist.GP_GAM
     """B: returns run(steps) -> images seen, for gan_mnist.py's data path and step
     (by default, as the script runs them: the gradient penalty every GP_EVERY
     steps, and with the CUDA graph on a GPU)."""
-    images = gan_mnist.load_mnist(data_dir, train=True).to(device)
+    images = gan_mnist.load_mnist(data_dir, train=True)[0].to(device)
     labels = torch.zeros(len(images), dtype=torch.long, device=device)  # indexed as the script's are
     generator = gan_mnist.Generator().to(device)
     discriminator = gan_mnist.Discriminator().to(device)
@@ -191,17 +191,17 @@ def time_whole_run(data_dir, device, epochs):
     """One default run of `epochs` epochs, in this process: the moments (seconds
     from its first step) of each epoch's log line, and of its end."""
     first_step, epoch_lines = [], []
-    make_clock, log_epoch = gan_mnist.RunClock, gan_mnist.log_epoch
+    begin, log_epoch = gan_mnist.RunRecord.begin, gan_mnist.log_epoch
 
-    def clock_at_first_step(*args):
+    def begin_and_note(*args):  # the first step follows at once
+        begin(*args)
         first_step.append(time.perf_counter())
-        return make_clock(*args)
 
     def log_and_note(*args):
         log_epoch(*args)
         epoch_lines.append(time.perf_counter() - first_step[0])
 
-    gan_mnist.RunClock, gan_mnist.log_epoch = clock_at_first_step, log_and_note
+    gan_mnist.RunRecord.begin, gan_mnist.log_epoch = begin_and_note, log_and_note
     try:
         with tempfile.TemporaryDirectory() as out_dir:
             try:
@@ -215,7 +215,7 @@ def time_whole_run(data_dir, device, epochs):
             while gan_mnist.HELD_LOCKS:
                 gan_mnist.os.close(gan_mnist.HELD_LOCKS.pop())
     finally:
-        gan_mnist.RunClock, gan_mnist.log_epoch = make_clock, log_epoch
+        gan_mnist.RunRecord.begin, gan_mnist.log_epoch = begin, log_epoch
     return epoch_lines, end
 
 
@@ -224,7 +224,7 @@ def report_whole_run(data_dir, device, epochs, repeats):
     (warm-up) and the end-of-run pictures happen once, the rest every epoch.
     Each whole run is paired with the bare steps timed right after it; on a
     shared machine the spread over those pairs says how far to trust the median."""
-    steps_per_epoch = math.ceil(len(gan_mnist.load_mnist(data_dir)) / BATCH_SIZE)
+    steps_per_epoch = math.ceil(len(gan_mnist.load_mnist(data_dir)[0]) / BATCH_SIZE)
     steps_alone = gan_mnist_runner(data_dir, device, use_cuda_graph=device.type == "cuda")
     steps_alone(max(5, steps_per_epoch // 10))  # warm-up
     runs, epoch_of_steps = [], []

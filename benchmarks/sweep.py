@@ -224,8 +224,8 @@ def main(argv=None):
     settings = {**quality.CLASSIFIER_SETTINGS, "epochs": args.classifier_epochs}
     classifier, _ = quality.get_classifier(args.data_dir, args.cache_dir, settings)
     classifier = classifier.to(device)
-    test_features = quality.predict(classifier, gan_mnist.load_mnist(args.data_dir, train=False).to(device))[0]
-    images = gan_mnist.load_mnist(args.data_dir, train=True).to(device)
+    test_features = quality.predict(classifier, gan_mnist.load_mnist(args.data_dir, train=False)[0].to(device))[0]
+    images = gan_mnist.load_mnist(args.data_dir, train=True)[0].to(device)
     grid_noise = torch.randn(len(args.seeds), GRID_SIZE, gan_mnist.Z_DIM, device=device,
                              generator=torch.Generator(device).manual_seed(99))
     print(f"{len(args.settings) * len(args.seeds)} runs ({len(args.settings)} settings x {len(args.seeds)} seeds) "

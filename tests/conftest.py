@@ -1,4 +1,8 @@
-"""Shared helpers: tiny MNIST-format data sets, and running the script as a user would."""
+"""Shared helpers: tiny MNIST-format data sets, running the script as a user would, and
+comparing what runs leave behind."""
+import contextlib
+import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -121,3 +125,75 @@ def stop_at_step(monkeypatch, stop_step):
         return penalty_for_step(step, gamma, every)
 
     monkeypatch.setattr(gan_mnist, "penalty_for_step", pressing_ctrl_c)
+
+
+def run_here(*args):
+    """gan_mnist.main(ARGS) in this process, as a finished process: for refused inputs and for
+    runs whose numbers are compared, where a new interpreter would only add start-up time."""
+    import gan_mnist
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            gan_mnist.main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    finally:
+        while gan_mnist.HELD_LOCKS:  # as the process's end would: free its output folder for later runs
+            os.close(gan_mnist.HELD_LOCKS.pop())
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def load(out_dir):
+    return torch.load(Path(out_dir) / "checkpoint.pt", weights_only=True)
+
+
+def train(data, out_dir, *extra, env=None, own_process=False):
+    """A tiny run; its checkpoint. In this process unless it needs its own (an environment,
+    or a check across processes): a new interpreter adds seconds and nothing to compare."""
+    args = ["--data-dir", data, "--out-dir", out_dir, *TINY_RUN_FLAGS, *extra]
+    result = run_script(*args, env=env) if env or own_process else run_here(*args)
+    assert result.returncode == 0, result.stderr
+    return load(out_dir)
+
+
+def assert_same_run(a, b):
+    """Two checkpoints hold bit-identical loss histories and weights; if not, say where they part."""
+    differs = (a["history"] != b["history"]).any(dim=1).nonzero().flatten()
+    assert len(differs) == 0, f"the loss histories first differ at step {int(differs[0]) + 1} of {len(a['history'])}"
+    for network in ("generator", "discriminator"):
+        for name, weights in a[network].items():
+            largest = (weights - b[network][name]).abs().max().item()
+            assert largest == 0, f"{network} {name} differs by up to {largest:.3g}"
+
+
+def snapshot(folder):
+    return {path.relative_to(folder): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished one-epoch run, whose files every refused input must leave untouched."""
+    data = make_tiny_mnist(tmp_path_factory.mktemp("data"))
+    out_dir = tmp_path_factory.mktemp("finished") / "outputs"
+    train(data, out_dir, "--epochs", "1")
+    return data, out_dir
+
+
+def run_tool(name, *args):
+    """python benchmarks/NAME ARGS; its output, once it has succeeded."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

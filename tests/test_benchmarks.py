@@ -6,17 +6,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_RUN_FLAGS, run_here, run_tool
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import quality  # noqa: E402
-
-
-def run_tool(name, *args):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_speed_benchmark_prints_the_table_and_ratios(tiny_mnist):
@@ -67,9 +60,6 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
 
 
 def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, tmp_path):
-    from conftest import TINY_RUN_FLAGS
-    from test_dependable import run_here
-
     assert run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "1", *TINY_RUN_FLAGS).returncode == 0
     args = [tmp_path / "checkpoint.pt", "--data-dir", tiny_mnist, "--cache-dir", tmp_path / "cache",
             "--samples", "100", "--classifier-epochs", "1", "--grids", tmp_path / "grids"]
@@ -87,9 +77,10 @@ def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, 
     assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.5)
     assert re.search(r"digit classifier: [\d.]+% correct", second)
     assert (tmp_path / "grids" / "checkpoint.png").is_file()
-    chosen = run_tool("quality.py", *args, "--best-of", "1", "3")  # a row for each K: D's picks scored too
-    names = [line[:34].strip() for line in chosen.splitlines() if line.startswith("checkpoint")]
-    assert names == ["checkpoint.pt", "checkpoint.pt best of 3"]
+    chosen = run_tool("quality.py", *args, "--best-of", "1", "3", "--keep", "generator", "equal", "all")
+    names = [line[:44].strip() for line in chosen.splitlines() if line.startswith("checkpoint")]
+    assert names == ["checkpoint.pt", "checkpoint.pt best of 3", "checkpoint.pt best of 3 (equal share)",
+                     "checkpoint.pt best of 3 (all at once)"]  # a row for each K and each rule
 
 
 def test_the_sweep_trains_each_run_as_gan_mnist_would():

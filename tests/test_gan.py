@@ -82,7 +82,8 @@ def test_loss_equals_the_articles_sigmoid_plus_bceloss():
 
 
 def test_real_images_are_scaled_to_minus_one_one(tiny_mnist):
-    images = gan_mnist.load_mnist(tiny_mnist, train=True)
+    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True)
+    assert labels.shape == (200,) and labels.dtype == torch.long  # read in the same pass
     assert images.shape == (200, 784) and images.dtype == torch.float32
     assert images.min() == -1 and images.max() == 1  # pixel 0 -> -1, pixel 255 -> 1
     pixels = (tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()[16:16 + 784]
@@ -91,14 +92,14 @@ def test_real_images_are_scaled_to_minus_one_one(tiny_mnist):
 
 
 def test_article_pixels_replays_the_articles_zero_to_one_range(tiny_mnist):
-    article = gan_mnist.load_mnist(tiny_mnist, train=True, article_pixels=True)
+    article, _ = gan_mnist.load_mnist(tiny_mnist, train=True, article_pixels=True)
     assert article.min() == 0 and article.max() == 1  # what ToTensor() gives
-    torch.testing.assert_close(article * 2 - 1, gan_mnist.load_mnist(tiny_mnist, train=True))
+    torch.testing.assert_close(article * 2 - 1, gan_mnist.load_mnist(tiny_mnist, train=True)[0])
     assert gan_mnist.parse_args(["--article-pixels"]).article_pixels is True
 
 
 def test_batches_cover_the_data_once_and_the_last_may_be_smaller(tiny_mnist):
-    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True), gan_mnist.load_labels(tiny_mnist)
+    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True)
     batches = list(gan_mnist.shuffled_batches(images, labels, batch_size=64, seed=0, epoch=0))
     assert [len(batch) for batch, _ in batches] == [64, 64, 64, 8]
     seen, seen_labels = torch.cat([batch for batch, _ in batches]), torch.cat([label for _, label in batches])
@@ -110,7 +111,7 @@ def test_batches_cover_the_data_once_and_the_last_may_be_smaller(tiny_mnist):
 
 
 def test_each_epoch_has_its_own_repeatable_order(tiny_mnist):
-    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True), gan_mnist.load_labels(tiny_mnist)
+    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True)
 
     def epoch(number, skip=0):
         return torch.cat([batch for batch, _ in gan_mnist.shuffled_batches(images, labels, 64, 0, number, skip)])
@@ -130,7 +131,7 @@ def make_models(seed=0):
 
 def test_a_discriminator_step_lowers_its_loss(tiny_mnist):
     generator, discriminator, g_optimizer, d_optimizer = make_models()
-    real = gan_mnist.load_mnist(tiny_mnist)[:64]
+    real = gan_mnist.load_mnist(tiny_mnist)[0][:64]
     fake = generator(torch.randn(64, 100)).detach()
 
     def d_loss():
@@ -147,7 +148,7 @@ def test_a_discriminator_step_lowers_its_loss(tiny_mnist):
 
 def test_a_training_step_raises_d_of_g_of_z(tiny_mnist):
     generator, discriminator, g_optimizer, d_optimizer = make_models()
-    real = gan_mnist.load_mnist(tiny_mnist)[:64]
+    real = gan_mnist.load_mnist(tiny_mnist)[0][:64]
     z = torch.randn(64, 100)
     torch.manual_seed(1)
     # train_step updates D first, then G; judge G with the D it faced.
@@ -168,7 +169,7 @@ def test_train_step_updates_both_networks_and_reports_metrics(tiny_mnist):
     g_before = [p.detach().clone() for p in generator.parameters()]
     d_before = [p.detach().clone() for p in discriminator.parameters()]
     metrics = gan_mnist.train_step(generator, discriminator, g_optimizer, d_optimizer,
-                                   gan_mnist.load_mnist(tiny_mnist)[:50])
+                                   gan_mnist.load_mnist(tiny_mnist)[0][:50])
     assert metrics.shape == (4,) and not metrics.requires_grad
     d_loss, g_loss, d_x, d_g_z = metrics.tolist()
     assert d_loss > 0 and g_loss > 0 and 0 < d_x < 1 and 0 < d_g_z < 1
@@ -245,3 +246,15 @@ def test_the_penalty_flags_override_the_constants_and_zero_is_the_article():
     args = gan_mnist.parse_args(["--gp-gamma", "0", "--gp-every", "3"])
     assert (args.gp_gamma, args.gp_every) == (0.0, 3)
     assert [gan_mnist.penalty_for_step(step, args.gp_gamma, args.gp_every) for step in range(4)] == [0] * 4
+
+
+def test_no_two_seeds_share_an_epochs_order(tiny_mnist):
+    images, labels = gan_mnist.load_mnist(tiny_mnist, train=True)
+
+    def order(seed, epoch):
+        return torch.cat([batch for batch, _ in gan_mnist.shuffled_batches(images, labels, 64, seed, epoch)])
+
+    orders = {(seed, epoch): order(seed, epoch) for seed in range(4) for epoch in range(4)}
+    assert not torch.equal(orders[1, 0], orders[0, 1])  # the same order when it came from seed + epoch
+    for (a, first), (b, second) in [(a, b) for a in orders.items() for b in orders.items() if a[0] < b[0]]:
+        assert not torch.equal(first, second), f"seed, epoch {a} and {b} share their order"

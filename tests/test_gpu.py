@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import gan_mnist
-from conftest import TINY_TRAIN_SIZE, stop_at_step
-from test_dependable import load, run_here
+from conftest import TINY_TRAIN_SIZE, load, run_here, stop_at_step
 
 ACCELERATORS = [
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),

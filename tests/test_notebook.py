@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import gan_mnist
-from conftest import SCRIPT, stop_at_step
-from test_dependable import run_here
+from conftest import SCRIPT, run_here, stop_at_step
 
 KERNEL_ARGV = ["/usr/lib/python3/site-packages/ipykernel_launcher.py", "-f", "/tmp/kernel-1234.json"]
 
@@ -69,7 +68,7 @@ def stand_in_ipython(monkeypatch, shell):
 def test_the_cells_are_the_articles_sections_and_the_last_one_trains():
     # the first cell is the docstring and 5.1 (a docstring alone would be shown as the cell's value)
     first, *middle, last = cells()
-    titles = [first.split('"""\n', 1)[1].splitlines()[1][2:]] + [cell.strip().splitlines()[1][2:] for cell in middle]
+    titles = [first.split('"""\n', 1)[1].splitlines()[0][2:]] + [cell.strip().splitlines()[0][2:] for cell in middle]
     assert [title.split(" · ")[0] for title in titles[:8]] == [
         "5.1 导入库", "常量", "5.2 加载MNIST数据集", "5.3 定义生成器", "5.4 定义判别器",
         "5.5 定义损失函数和优化器", "5.6 训练模型", "文章之外：判别器的梯度惩罚"]
@@ -92,7 +91,7 @@ def test_run_cell_by_cell_with_edited_constants_it_trains_and_shows_the_grid(ker
     log = out.getvalue()
     assert "error" not in log and "Done: 12 steps" in log, log  # 3 epochs of 4 steps: the edited constants
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert checkpoint["config"]["epochs"] == 3 and checkpoint["config"]["batch_size"] == 64
+    assert checkpoint["epoch"] == 3 and checkpoint["config"]["batch_size"] == 64
     # the grid shown once, before the first step, then redrawn in place after each epoch
     grids = [entry for entry in kernel.shown if entry[1].startswith("epoch_")]
     assert grids == [("display", "epoch_000.png"), ("update", "epoch_001.png"), ("update", "epoch_002.png"),

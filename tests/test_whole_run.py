@@ -87,7 +87,7 @@ def test_constants_edited_in_the_file_take_effect(tiny_mnist, tmp_path):
     result = run_script("--data-dir", tiny_mnist, "--out-dir", tmp_path / "out", "--device", "cpu", script=script)
     assert result.returncode == 0, result.stderr
     checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["config"]["epochs"] == 1 and checkpoint["step"] == 4  # 200 images / 50
+    assert checkpoint["epoch"] == 1 and checkpoint["step"] == 4  # 200 images / 50
     assert checkpoint["config"]["betas"] == (0.5, 0.9) and checkpoint["config"]["gp_gamma"] == 0.0
     assert checkpoint["d_optimizer"]["param_groups"][0]["betas"] == (0.5, 0.9)  # what Adam really used
 
@@ -107,7 +107,7 @@ def test_real_mnist_300_steps_learn_to_draw_many_digits(real_mnist, tmp_path):
     assert d_x > d_g_z, line
     # The 64 grid digits: a generator that learned draws many digits (8 or 9 of 10 at this
     # step, seeds 0-2); an untrained one draws grey blurs read as 2 at most, a collapsed one 1 (measured).
-    images, labels = gan_mnist.load_mnist(real_mnist), gan_mnist.load_labels(real_mnist)
+    images, labels = gan_mnist.load_mnist(real_mnist)
     class_means = torch.stack([images[labels == digit].mean(dim=0) for digit in range(10)])
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     trained, untrained = gan_mnist.Generator(), gan_mnist.Generator()
