@@ -1,6 +1,5 @@
-"""Train a GAN to draw MNIST digits: the code for section 5 of the article
-"AIGC从入门到实战" (a Generator and a Discriminator, each a two-layer MLP,
-trained against each other with the BCE loss of section 4.1).
+"""Train a GAN to draw MNIST digits: the code for section 5 of the article "AIGC从入门到实战" (a Generator
+and a Discriminator, each a two-layer MLP, trained against each other with the BCE loss of section 4.1).
 
     python gan_mnist.py                  # train; pictures land in outputs/
     python gan_mnist.py --epochs 5       # every constant below has a flag
@@ -10,8 +9,8 @@ trained against each other with the BCE loss of section 4.1).
 
 In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (its `# %%` cells are the sections).
 
-Read it top to bottom beside the article: each banner names the section it
-implements. Where this file departs from the article, a comment says why.
+Read it top to bottom beside the article: each banner names the section it implements. Where this file
+departs from the article, a comment says why.
 """
 # 5.1 导入库 · Imports
 import torch
@@ -57,7 +56,7 @@ GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few 
 GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: nearly as good, cheaper (--gp-every)
 ARTICLE_PIXELS = False  # True replays the article's flaw: real pixels in [0, 1] against G's Tanh (--article-pixels)
 CONDITIONAL = False  # True: both networks are told the digit, so you can ask for one (--conditional)
-BEST_OF = 1  # --generate draws this many times the digits asked for, and D keeps the best; 1: G alone (--best-of)
+BEST_OF = 4  # --generate draws 4 times the digits asked for, and D keeps the best of each digit; 1: G alone (--best-of)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device); 与文章不同：文章只在 CPU 上运行
@@ -83,17 +82,14 @@ def pick_device(name):
 # %%
 # 5.2 加载MNIST数据集 · Loading MNIST
 def load_mnist(data_dir, train=True, article_pixels=False):
-    """One split of MNIST, read once: all its images as a single (N, 784) tensor
-    in [-1, 1] (in [0, 1], as the article has them, with article_pixels=True),
-    and the digit each one shows.
+    """One split of MNIST, read once: all its images as one (N, 784) tensor in [-1, 1] (in [0, 1], as the
+    article has them, with article_pixels=True), and the digit each one shows.
 
-    The article's transforms.ToTensor() gives pixels in [0, 1], while the
-    generator ends in Tanh, which draws in [-1, 1]. Tanh can draw [0, 1] too,
-    but MNIST's background is 0, the middle of Tanh's range, where it is
-    steepest: the least change in G's weights stirs every background pixel,
-    and the grids come out grey and speckled (experiment 1 in the README).
-    Scaled to [-1, 1] (what Normalize((0.5,), (0.5,)) does), the background is
-    -1, where Tanh is flat and easy to hold.
+    The article's transforms.ToTensor() gives pixels in [0, 1], while the generator ends in Tanh, which draws
+    in [-1, 1]. Tanh can draw [0, 1] too, but MNIST's background is 0, the middle of Tanh's range, where it is
+    steepest: the least change in G's weights stirs every background pixel, and the grids come out grey and
+    speckled (experiment 1 in the README). Scaled to [-1, 1] (what Normalize((0.5,), (0.5,)) does), the
+    background is -1, where Tanh is flat and easy to hold.
     与文章不同：ToTensor() 给出 [0, 1] 的像素，背景 0 正落在 Tanh 输出范围的中间、斜率最大处，
     生成器很难画出干净的背景；缩放到 [-1, 1] 后背景是 -1，落在 Tanh 平缓的一端。
     """
@@ -112,16 +108,14 @@ def load_mnist(data_dir, train=True, article_pixels=False):
 
 
 def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
-    """One epoch: the training images in a new random order, one slice a batch,
-    each with its labels. The last batch may be smaller; nothing below assumes otherwise.
+    """One epoch: the training images in a new random order, one slice a batch, each with its labels. The
+    last batch may be smaller; nothing below assumes otherwise.
 
-    The article's DataLoader(shuffle=True) makes every image a PIL image, then
-    a tensor, then stacks 128 of them: Python work per image, every step. Here
-    the whole set is one tensor already on the device, so a batch is a single
-    indexing operation. The order comes from a number that no other (seed,
-    epoch) gives (for any epoch below a million), so two seeds never share an
-    epoch's order, and a run resumed part-way through an epoch (skip: the
-    batches it had done) sees the very same batches.
+    The article's DataLoader(shuffle=True) makes every image a PIL image, then a tensor, then stacks 128 of
+    them: Python work per image, every step. Here the whole set is one tensor already on the device, so a
+    batch is a single indexing operation. The order comes from a number no other (seed, epoch) gives (for
+    epochs below a million), so two seeds never share an epoch's order, and a run resumed part-way through
+    an epoch (skip: the batches it had done) sees the very same batches.
     与文章不同：不用 DataLoader 逐张转换图像，整个训练集已是设备上的一个张量，每批只需一次索引。
     """
     # 构建数据加载器: a new order each epoch, cut into batches
@@ -167,38 +161,32 @@ class Discriminator(nn.Module):
 
 # %%
 # 5.5 定义损失函数和优化器 · Loss and optimisers
-# The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))]
-# with s = sigmoid. BCEWithLogitsLoss computes the same number from the logit l
-# in one stable step: it never takes log(0) when D is sure, where BCELoss must
-# clamp to -100 and the gradient vanishes.
+# The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))] with s = sigmoid.
+# BCEWithLogitsLoss computes the same number from the logit l in one stable step: it never takes log(0)
+# when D is sure, where BCELoss must clamp to -100 and the gradient vanishes.
 # 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数值相同，但判别器很确定时梯度不会消失。
 bce_with_logits = nn.BCEWithLogitsLoss()  # 损失函数
 
 
 def discriminator_loss(real_logits, fake_logits):
-    """Section 4.1: D maximises log D(x) + log(1 - D(G(z))).
-
-    Minimising BCE with label 1 for real images and 0 for generated ones is
-    exactly that: BCE(l, 1) = -log D(x) and BCE(l, 0) = -log(1 - D(G(z))).
-    """
+    """Section 4.1: D maximises log D(x) + log(1 - D(G(z))). Minimising BCE with label 1 for real images and 0
+    for generated ones is exactly that: BCE(l, 1) = -log D(x) and BCE(l, 0) = -log(1 - D(G(z)))."""
     real_loss = bce_with_logits(real_logits, torch.ones_like(real_logits))
     fake_loss = bce_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real_loss + fake_loss
 
 
 def generator_loss(fake_logits):
-    """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every
-    fake, that curve is flat, and G learns nothing; so, as Goodfellow et al.
-    (2014, section 3) advise, G maximises log D(G(z)) instead: BCE with label 1.
+    """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every fake, that curve is flat, and G
+    learns nothing; so, as Goodfellow et al. (2014, section 3) advise, G maximises log D(G(z)): BCE with label 1.
     与第 4.1 节的公式不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))，因为训练初期后者几乎没有梯度。
     """
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
 def build_gan(settings, device):
-    """The article's G = Generator(z_dim), D = Discriminator() and their two Adam
-    optimisers; with --conditional, the pair that is told the digit (after 5.6).
-    Training and --generate both build them here."""
+    """The article's G = Generator(z_dim), D = Discriminator() and their two Adam optimisers (with --conditional,
+    the pair that is told the digit, after 5.6). Training and --generate both build them here."""
     conditional = settings.num_classes > 0  # 条件 GAN（文章之外）才用到，可跳过
     generator = (ConditionalGenerator if conditional else Generator)(settings.z_dim, settings.hidden_dim)  # 生成器
     discriminator = (ConditionalDiscriminator if conditional else Discriminator)(IMAGE_DIM, settings.hidden_dim)  # 判别器
@@ -219,12 +207,10 @@ def make_optimizers(generator, discriminator, lr, betas):
 # 5.6 训练模型 · Training: one step, then the loop
 def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, penalty_gamma=0.0,
                real_labels=None):
-    """One round of the game: a discriminator update, then a generator update.
-    penalty_gamma > 0 adds the gradient penalty to D's loss in this step.
-    The labels matter only to a conditional GAN (after 5.6); the article's ignores them.
-
-    Returns [D loss, G loss, mean D(x), mean D(G(z))] as one tensor, left on
-    the device so that the loop never waits for the GPU.
+    """One round of the game: a discriminator update, then a generator update. penalty_gamma > 0 adds the
+    gradient penalty to D's loss in this step. The labels matter only to a conditional GAN (after 5.6).
+    Returns [D loss, G loss, mean D(x), mean D(G(z))] as one tensor, left on the device so that the loop
+    never waits for the GPU.
     """
     z = torch.randn(len(real_images), generator.z_dim, device=real_images.device)  # 生成噪声数据
     fake_labels, both_labels = digits_to_draw(generator, real_labels)  # 仅条件 GAN 用到；文章的 GAN 得到 None
@@ -262,9 +248,8 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
 
 
 def train(args):
-    """Section 5.6: the article's two loops, one train_step a batch. Everything
-    around them that is not the GAN (the log, the pictures, checkpoints,
-    Ctrl-C, resuming) is the RunRecord's work, after 5.6."""
+    """Section 5.6: the article's two loops, one train_step a batch. Everything around them that is not the
+    GAN (the log, the pictures, checkpoints, Ctrl-C, resuming) is the RunRecord's work, after 5.6."""
     device = pick_device(args.device)
     with RunRecord(args) as run:  # checks and locks OUT_DIR, and reads the checkpoint of a run to resume
         torch.manual_seed(args.seed)
@@ -301,11 +286,11 @@ def train(args):
 
 # %%
 # 文章之外：判别器的梯度惩罚 · Beyond the article: a gradient penalty, so D cannot herd G into a few digits
-# (train_step adds it to D's loss; GP_GAMMA = 0 gives section 4.1's discriminator loss exactly)
 def gradient_penalty(logits, images, gamma):
     """R1 + R2 (Mescheder et al. 2018): gamma/2 times the mean squared slope of D's logit at the real images
-    (R1) plus the same at the generated ones (R2). Without it D can grow steep cliffs next to the digits it
-    rejects, whose gradient herds G towards a few digits it can draw safely; a gentle slope keeps all in reach.
+    (R1) plus the same at the generated ones (R2), added to D's loss by train_step (GP_GAMMA = 0: none, as in the
+    article). Without it D can grow steep cliffs next to the digits it rejects, whose gradient herds G towards a
+    few digits it can draw safely; a gentle slope keeps all in reach.
     文章之外：梯度惩罚让判别器在真实和生成图像附近保持平缓，生成器才够得着每一个数字。"""
     # Each logit depends on its own image alone, so the gradient of their sum is each image's own slope.
     (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
@@ -314,19 +299,19 @@ def gradient_penalty(logits, images, gamma):
 
 
 def penalty_for_step(step, gamma, every):
-    """Lazy regularisation (Karras et al. 2020, StyleGAN2): the penalty on one
-    step in `every`, `every` times as strong, steers D nearly as much for a fraction of the work."""
+    """Lazy regularisation (Karras et al. 2020): one step in `every`, `every` times as strong, steers D nearly
+    as much for a fraction of the work."""
     return gamma * every if gamma > 0 and step % every == 0 else 0.0
 
 
 # %%
 # 文章之外：生成指定的数字 · Beyond the article: choose the digit G draws (a conditional GAN)
-# (Mirza and Osindero 2014: both networks are told the digit; CONDITIONAL = False keeps the article's GAN)
 DIGITS = 10
 
 
 class ConditionalGenerator(Generator):
-    """The article's Generator, told which digit to draw: its input is z with the digit appended."""
+    """The article's Generator, told which digit to draw (Mirza and Osindero 2014): z with the digit appended.
+    CONDITIONAL = False leaves the article's GAN exactly as it was."""
 
     def __init__(self, z_dim=Z_DIM, hidden_dim=HIDDEN_DIM):
         super().__init__(z_dim + DIGITS, hidden_dim)
@@ -347,17 +332,16 @@ class ConditionalDiscriminator(Discriminator):
 
 
 def append_digit(inputs, labels):
-    """Each noise vector or image with its digit appended one-hot: ten numbers, all 0 but one,
-    and that one the square root of the input's width (10 beside 100 noise numbers, 28 beside
-    784 pixels), so that the digit weighs about as much as the rest from the first step. A
-    plain 1 is drowned out, and the networks take many epochs to hear it."""
+    """Each noise vector or image with its digit appended one-hot: ten numbers, all 0 but one, and that one the
+    square root of the input's width (10 beside 100 noise numbers, 28 beside 784 pixels), so that the digit
+    weighs about as much as the rest from the first step; a plain 1 is drowned out for many epochs."""
     one_hot = nn.functional.one_hot(labels, DIGITS).to(inputs.dtype)
     return torch.cat([inputs, one_hot * inputs.shape[1] ** 0.5], dim=1)
 
 
 def digits_to_draw(generator, real_labels):
-    """A step's digits for the fakes, drawn uniformly, and the real and fake ones
-    together, for D's one pass over both. None, None for the article's GAN."""
+    """A step's digits for the fakes, drawn uniformly, and the real and fake ones together, for D's one pass
+    over both. None, None for the article's GAN."""
     if not isinstance(generator, ConditionalGenerator):
         return None, None
     fake_labels = torch.randint(DIGITS, real_labels.shape, device=real_labels.device)
@@ -365,8 +349,8 @@ def digits_to_draw(generator, real_labels):
 
 
 def digits_in_order(generator, count, device):
-    """For a conditional generator, count digits: 0s first, then 1s and so on, as evenly as
-    they go (100 make a 10 x 10 digit table, row r digit r). None for the article's."""
+    """A conditional generator's count digits, 0s first, then 1s, as evenly as they go (100 make a 10 x 10 digit
+    table, row r digit r); None for the article's."""
     return torch.arange(count, device=device) * DIGITS // count if isinstance(generator, ConditionalGenerator) else None
 
 
@@ -391,9 +375,9 @@ def draw_the_best(generator, discriminator, count, best_of, labels=None, trainin
     realness = discriminator(images, candidate_labels).flatten()  # D's logit: higher means "more real"
     if labels is not None:  # each digit asked for fills its own places
         groups, keep = candidate_labels, torch.bincount(labels, minlength=DIGITS)
-    elif training is not None:
+    elif training is not None:  # each digit as its nearest training digit reads it, in MNIST's own shares
         groups = training[1][nearest_training_digits(images, training[0], 1)[1][:, 0]].to(realness.device)
-        keep = digits_to_keep(groups, count)
+        keep = digits_to_keep(groups, count, torch.bincount(training[1], minlength=DIGITS).cpu() / len(training[1]))
     else:
         groups, keep = torch.zeros_like(realness, dtype=torch.long), torch.tensor([count])
     chosen = []
@@ -404,11 +388,11 @@ def draw_the_best(generator, discriminator, count, best_of, labels=None, trainin
     return images[chosen if labels is not None else chosen.sort().values].cpu()
 
 
-def digits_to_keep(candidate_digits, count, shares=None):
-    """How many of each digit D's choice keeps: count shared out as `shares` says, by default
-    as the generator drew them (each digit its own share), never more of one than were drawn."""
+def digits_to_keep(candidate_digits, count, shares):
+    """How many of each digit D's choice keeps: count shared out as `shares` (ten numbers that add up to 1)
+    say, never more of a digit than were drawn (docs/results.md compares this rule with others)."""
     drawn = torch.bincount(candidate_digits, minlength=DIGITS).cpu()
-    share = (drawn / len(candidate_digits) if shares is None else shares) * count
+    share = shares * count
     keep = torch.minimum(share.floor().long(), drawn)
     while keep.sum() < count:  # the rest, one at a time, to the digit furthest below its share
         keep[(share - keep).masked_fill(keep >= drawn, -math.inf).argmax()] += 1
@@ -439,8 +423,8 @@ class RunRecord(contextlib.AbstractContextManager):
         self.files.worker.shutdown()  # after an error too: the checkpoint its message names is on the disk
 
     def begin(self, generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images):
-        """A resumed run's state put back; or a fresh run's folder cleared (only now: a bad input above leaves
-        an earlier run intact) and its first grid drawn, the untrained generator's (epoch_000.png)."""
+        """A resumed run's state put back, or a fresh run's folder cleared (only now: a bad input leaves an
+        earlier run intact) and its first grid drawn, the untrained generator's (epoch_000.png)."""
         args, device, out_dir = self.args, images.device, self.out_dir
         say(f"Training on {describe_device(device)}")
         self.gan = (generator, discriminator, g_optimizer, d_optimizer)
@@ -456,8 +440,9 @@ class RunRecord(contextlib.AbstractContextManager):
             self.restore(self.resumed)
             say(f"Resuming from epoch {self.epoch + 1}, step {self.step}")
         else:
-            for old in [*out_dir.glob("samples/*.png"), *out_dir.glob("*.png"), *out_dir.glob("*.pt"),
-                        out_dir / "training.gif", out_dir / "metrics.csv"]:
+            for old in [*out_dir.glob("samples/*.png"), *(out_dir / name for name in (
+                    "checkpoint.pt training.gif metrics.csv losses.png real_vs_fake.png latent_walk.png d_picks.png "
+                    "d_scores.png nearest_training.png").split())]:  # what a run writes, and nothing else
                 if not old.is_dir():
                     old.unlink(missing_ok=True)
             self.save_grid(samples_from(generator, fixed_noise), "epoch_000.png")
@@ -504,8 +489,7 @@ class RunRecord(contextlib.AbstractContextManager):
         return seconds_a_step * (self.last_step - self.step) if self.step > self.first_step else 0
 
     def after_step(self, metrics):
-        """The step's numbers kept; the progress line and the check for NaN every PROGRESS_EVERY
-        steps (the line on a terminal only, so logs stay clean); the coach's look at variety."""
+        """Every PROGRESS_EVERY steps, the check for NaN and the progress line (on a terminal only)."""
         self.epoch_metrics.append(metrics)
         self.step, self.batches_into_epoch = self.step + 1, self.batches_into_epoch + 1
         if self.step % PROGRESS_EVERY == 0:
@@ -540,8 +524,7 @@ class RunRecord(contextlib.AbstractContextManager):
             self.grid_shown = show_in_notebook(path, self.grid_shown)
 
     def after_epoch(self, samples):
-        """At an epoch's end, or where the run stopped in one: the log line, metrics.csv, the
-        coach, the grid, D's scores (at the start, middle and end), the checkpoint, the plot."""
+        """At an epoch's end, or where the run stopped in one: the log, the grid, D's scores, the checkpoint."""
         args, (generator, discriminator, *_) = self.args, self.gan
         epoch_history = torch.stack(self.epoch_metrics).cpu()  # waits for the device, so the time is the steps'
         images_per_second = len(epoch_history) * args.batch_size / (time.perf_counter() - self.epoch_start)
@@ -696,18 +679,15 @@ def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
         files += sorted(samples_dir.glob("step_*.png"))
     frames = []
     for file in files:
-        try:
+        with contextlib.suppress(OSError):  # a folder, or a stray file, under a grid's name
             frames.append(Image.open(file).convert("P", palette=Image.Palette.ADAPTIVE))
-        except OSError:  # a folder, or a stray file, under a grid's name
-            pass
     if frames:
         write_atomically(path, lambda file: frames[0].save(file, format="GIF", save_all=True, append_images=frames[1:],
                                                            duration=int(seconds_per_frame * 1000), loop=0))
 
 
 def write_metrics_csv(path, history, first_row):
-    """The numbers behind losses.png, a row a step: those from first_row on appended, or (first_row 0: a
-    fresh or resumed run, or a folder deleted mid-run) the file rewritten whole."""
+    """The numbers behind losses.png, a row a step: from first_row on appended, or all (first_row 0) rewritten."""
     first_row = first_row if path.is_file() else 0
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -793,12 +773,11 @@ def show_what_was_learned(generator, discriminator, noise, d_scores, training_im
     return drawn
 
 
-# ---- The coach: warnings in the log when training goes wrong ----
 class Coach:
-    """The two commonest ways GAN training fails, said when the trouble starts and when it clears. D has won:
-    D(G(z)) under D_HAS_WON all through an epoch (D's sigmoid is flat where the fakes lie: G gets almost no
-    gradient). Collapse: the grid digits vary under COLLAPSED times as much as real digits (mean pixel distance
-    between pairs), judged from step WARM_UP_STEPS on: young generators all draw near-copies a while."""
+    """The two commonest failures, said when they start and when they clear. D has won: D(G(z)) under D_HAS_WON
+    all through an epoch (its sigmoid is flat where the fakes lie: G gets almost no gradient). Collapse: the grid
+    varies under COLLAPSED times as much as real digits (mean pixel distance between pairs), from step
+    WARM_UP_STEPS on: young generators all draw near-copies a while."""
 
     D_HAS_WON, COLLAPSED, WARM_UP_STEPS, CHECK_EVERY = 0.05, 0.5, 500, 100  # measured: benchmarks/README.md
 
@@ -831,10 +810,8 @@ class Coach:
             self.troubles ^= {trouble}
 
 
-# ---- In a notebook: the pictures under the cell ----
 def show_in_notebook(path, shown=None):
-    """In a Jupyter kernel (Jupyter, Colab, VS Code): the picture under the cell, or in place of the one `shown`
-    there; returns where it is shown. Elsewhere nothing happens, and IPython is not needed."""
+    """In a Jupyter kernel, the picture under the cell (or in place of the one `shown`); where it is shown."""
     display = notebook_display()
     if display is None or not path.is_file():
         return shown
@@ -862,10 +839,9 @@ def started_by_a_kernel():
 
 # ---- Drawing off the training path ----
 class BackgroundWriter:
-    """Draws and writes on one background thread, in the order asked, so that training never waits for
-    matplotlib or the disk (unless drawing falls MOST_QUEUED jobs behind). A picture that cannot be written is
-    a warning, and the run goes on; a write that must succeed (the checkpoint) raises its one-line error in
-    the training thread, at the next submit() or at close()."""
+    """Draws and writes on one background thread, in the order asked, so that training never waits for matplotlib
+    or the disk (unless drawing falls MOST_QUEUED jobs behind). A picture that cannot be written is a warning; a
+    write that must succeed (the checkpoint) raises its one-line error here, at the next submit() or close()."""
 
     MOST_QUEUED = 4
 
@@ -898,8 +874,8 @@ class BackgroundWriter:
 
 
 def yield_the_cpu_to_training():
-    """The drawing thread at the lowest CPU priority: it draws when training leaves a core idle, instead of
-    slowing training on a small machine. Linux only: elsewhere the call would slow the whole process."""
+    """The drawing thread at the lowest CPU priority, to draw when training leaves a core idle (Linux only:
+    elsewhere the call would slow the whole process)."""
     if sys.platform.startswith("linux"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # on Linux, this thread alone
@@ -921,10 +897,8 @@ def parse_args(argv=None):
     flag("--hidden-dim", type=int, default=HIDDEN_DIM, help="hidden layer width")
     flag("--gp-gamma", type=float, default=GP_GAMMA, help="gradient penalty on D's slopes; 0: none, as the article")
     flag("--gp-every", type=int, default=GP_EVERY, help="apply the gradient penalty every N steps")
-    flag("--article-pixels", action=argparse.BooleanOptionalAction, default=ARTICLE_PIXELS,
-         help="real pixels in [0, 1] as the article has them, against G's [-1, 1]")
-    flag("--conditional", action=argparse.BooleanOptionalAction, default=CONDITIONAL,
-         help="tell both networks the digit, so that --generate --digit can ask for one")
+    flag("--article-pixels", action=argparse.BooleanOptionalAction, default=ARTICLE_PIXELS, help="[0, 1] pixels")
+    flag("--conditional", action=argparse.BooleanOptionalAction, default=CONDITIONAL, help="tell G and D the digit")
     flag("--sample-every", type=int, default=SAMPLE_EVERY, help="steps between sample grids")
     flag("--seed", type=int, default=SEED, help="random seed")
     flag("--device", choices=["auto", "cpu", "cuda", "mps"], default=DEVICE, help="auto: cuda, else mps, else cpu")
@@ -980,10 +954,9 @@ def make_step_function(generator, discriminator, g_optimizer, d_optimizer, batch
 
 
 class CudaGraphStep:
-    """train_step, recorded once as a CUDA graph and replayed for every full batch. At MNIST's sizes each of
-    the step's ~60 GPU kernels runs for a few microseconds, less than Python takes to launch it; a replay
-    sends them all in one call, with train_step's arithmetic. The catch: once recorded, train_step's Python
-    no longer runs (a print() in it shows only in the first steps): to experiment on a GPU, --no-cuda-graph.
+    """train_step, recorded once as a CUDA graph and replayed for every full batch: each of the step's ~60 GPU
+    kernels runs for microseconds, less than Python takes to launch it, and a replay sends all in one call. The
+    catch: train_step's Python then no longer runs (a print() in it shows only at first): --no-cuda-graph.
     文章之外：在 GPU 上把一整步录成一个 CUDA 图，之后每步一次调用重放，算法与 train_step 相同。"""
 
     def __init__(self, models_and_optimizers, batch_size, ordinary_steps=3):
@@ -1031,7 +1004,7 @@ class CudaGraphStep:
 # %%
 # 可靠运行 · The dependable parts: exact resume, safe stops, --generate, and one line for every bad input
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v2"
-OLD_DATA_ORDER = "gan_mnist checkpoint v1"  # shuffled by seed + epoch: it goes on in the new order
+READABLE_FORMATS = (CHECKPOINT_FORMAT, "gan_mnist checkpoint v1")  # v1 shuffled by seed + epoch: resumed in v2 order
 # What a checkpoint records of its run, and a resumed run must share with it.
 RUN_SETTINGS = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels",
                 "num_classes", "seed"]
@@ -1147,10 +1120,10 @@ def load_checkpoint(path, resuming=None):
         raise RunError(f"cannot read the checkpoint {path} ({str(error).strip().splitlines()[0]}). It is damaged "
                        f"or not a PyTorch file: train again, or use --overwrite to start afresh") from None
     saved_format = checkpoint.get("format") if isinstance(checkpoint, dict) else None
-    if str(saved_format).startswith("gan_mnist checkpoint") and saved_format not in (CHECKPOINT_FORMAT, OLD_DATA_ORDER):
+    if saved_format not in READABLE_FORMATS and str(saved_format).startswith("gan_mnist checkpoint"):
         raise RunError(f"{path} was written by another version of gan_mnist.py ({saved_format}; this one "
                        f"reads {CHECKPOINT_FORMAT}). Use the version that wrote it, or start afresh with --overwrite")
-    if saved_format not in (CHECKPOINT_FORMAT, OLD_DATA_ORDER):
+    if saved_format not in READABLE_FORMATS:
         raise RunError(f"{path} is not a gan_mnist checkpoint. Point at one written by this script "
                        f"(OUT_DIR/checkpoint.pt)")
     for name in RUN_SETTINGS if resuming else []:
@@ -1191,9 +1164,8 @@ def out_of_memory_error(error, args):
 
 
 def make_cpu_arithmetic_repeatable():
-    """Same seed, same numbers on this CPU: the seed fixes every random number, but float sums also depend on
-    the order in which Intel MKL (matrix products on x86) adds terms. MKL_CBWR fixes it, STRICT on any number
-    of threads (Intel, AVX2 or later); MKL reads it at its first product. A user's own MKL_CBWR is kept."""
+    """Same seed, same numbers on this CPU: float sums depend on the order in which Intel MKL adds terms too.
+    MKL_CBWR fixes it (STRICT: on any number of threads, Intel AVX2 or later) from MKL's first product on."""
     os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
@@ -1228,8 +1200,7 @@ class StopSignals:
 
 @torch.no_grad()
 def generate(args):
-    """--generate N: N new digits from a checkpoint's generator (D's best of --best-of), and the pictures of
-    what it learned; MNIST (if at hand) tells the digits apart for D's choice and nearest_training.png."""
+    """--generate N: N new digits from a checkpoint (D's best of --best-of), and the pictures of what G learned."""
     device, out_dir = pick_device(args.device), Path(args.out_dir)
     checkpoint = load_checkpoint(args.checkpoint or out_dir / "checkpoint.pt")
     settings = argparse.Namespace(**checkpoint["config"])
@@ -1244,9 +1215,10 @@ def generate(args):
         test_images = load_mnist(args.data_dir, False, settings.article_pixels)[0][:EVALUATION_SIZE].to(device)
     else:
         training = test_images = None
-        say(f"No MNIST in {args.data_dir}/MNIST/raw/, so no nearest_training.png" + (
-            ", and D chooses from all digits at once, not within each" if args.best_of > 1 and not settings.num_classes
-            else "") + ": point --data-dir at the folder that holds MNIST/raw/ to have them")
+        at_once = "" if args.best_of == 1 or settings.num_classes else (
+            ", and D chooses from all digits at once, favouring a few (--best-of 1: G alone)")
+        say(f"No MNIST in {args.data_dir}/MNIST/raw/, so no nearest_training.png{at_once}: point --data-dir at "
+            f"the folder that holds MNIST/raw/")
     columns = math.ceil(args.generate / DIGITS) if settings.num_classes and args.digit is None else None
     count = columns * DIGITS if columns else args.generate  # a conditional GAN's digit table: row r digit r
     labels = torch.full((count,), args.digit, device=device) if args.digit is not None else digits_in_order(

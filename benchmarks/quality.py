@@ -19,8 +19,8 @@ The first row is 10,000 real training images: the best a generator can do.
     python benchmarks/quality.py outputs/checkpoint.pt --best-of 1 2 3 4 6 --keep generator training equal all
 
 scores the samples D picks, as `gan_mnist.py --generate --best-of K` draws them: one row
-per K, and per rule for how many of each digit D keeps (the generator's own share, which
-gan_mnist.py uses; the training set's share; an equal share; or all digits chosen at once).
+per K, and per rule for how many of each digit D keeps (the training set's share, which
+gan_mnist.py uses; the generator's own share; an equal share; or all digits chosen at once).
 """
 import argparse
 import hashlib
@@ -39,7 +39,7 @@ import gan_mnist  # noqa: E402
 CLASSIFIER_SETTINGS = {"version": 1, "epochs": 3, "batch_size": 128, "lr": 1e-3, "seed": 0}
 CONFIDENT = 0.9
 # How many of each digit D keeps with --best-of: gan_mnist.py's rule first, then those measured beside it.
-RULES = {"generator": "generator's share", "training": "training share", "equal": "equal share",
+RULES = {"training": "training share", "generator": "generator's share", "equal": "equal share",
          "all": "all at once"}
 
 
@@ -173,10 +173,10 @@ def main(argv=None):
     parser.add_argument("--best-of", type=int, nargs="+", default=[1], metavar="K",
                         help="score the samples D picks, best of K (as gan_mnist.py --generate --best-of K); "
                              "one row per K (1: the generator alone)")
-    parser.add_argument("--keep", nargs="+", choices=list(RULES), default=["generator"],
-                        help="with --best-of: how many of each digit D keeps: the generator's own share (as "
-                             "gan_mnist.py does), the training set's, an equal share, or all digits chosen at once; "
-                             "one row per rule")
+    parser.add_argument("--keep", nargs="+", choices=list(RULES), default=["training"],
+                        help="with --best-of: how many of each digit D keeps: the training set's share (as "
+                             "gan_mnist.py does), the generator's own share, an equal share, or all digits chosen at "
+                             "once; one row per rule")
     parser.add_argument("--grids", type=Path, help="also save each checkpoint's first 64 samples here, as PNG")
     parser.add_argument("--classifier-epochs", type=int, default=CLASSIFIER_SETTINGS["epochs"],
                         help=argparse.SUPPRESS)  # tests train a throwaway classifier on tiny data
@@ -189,9 +189,9 @@ def main(argv=None):
     test_features, _ = predict(classifier, gan_mnist.load_mnist(args.data_dir, train=False)[0])
     train_images, train_labels = gan_mnist.load_mnist(args.data_dir, train=True)
     real = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))[:args.samples]]
-    rule_shares = {"training": torch.bincount(train_labels, minlength=10) / len(train_labels),
-                   "equal": torch.full((10,), 0.1)}
-    keep_as_drawn, read_digits, digits_read = gan_mnist.digits_to_keep, gan_mnist.nearest_training_digits, {}
+    rule_shares = {"generator": lambda digits: torch.bincount(digits, minlength=10).cpu() / len(digits),
+                   "equal": lambda digits: torch.full((10,), 0.1)}
+    keep_in_shares, read_digits, digits_read = gan_mnist.digits_to_keep, gan_mnist.nearest_training_digits, {}
 
     def read_digits_once(images, training_images, k):  # the same candidates under every rule: read them once
         key = (hashlib.sha256(images.cpu().numpy().tobytes()).hexdigest(), len(training_images), k)
@@ -206,15 +206,15 @@ def main(argv=None):
     print("-" * len(header))
     print(format_row(f"real training images ({len(real)})", score_images(classifier, real, test_features)))
     for path, best_of, rule in [(path, best_of, rule) for path in args.checkpoints for best_of in args.best_of
-                                for rule in (args.keep if best_of > 1 else ["generator"])]:
-        gan_mnist.digits_to_keep = keep_as_drawn if rule not in rule_shares else (
-            lambda candidate_digits, count, rule=rule: keep_as_drawn(candidate_digits, count, rule_shares[rule]))
+                                for rule in (args.keep if best_of > 1 else ["training"])]:
+        gan_mnist.digits_to_keep = keep_in_shares if rule not in rule_shares else (
+            lambda digits, count, _, rule=rule: keep_in_shares(digits, count, rule_shares[rule](digits)))
         training = None if rule == "all" else (train_images, train_labels)
         start = time.perf_counter()
         samples, labels = generate_from_checkpoint(path, args.samples, args.seed, best_of, training)
         seconds = time.perf_counter() - start  # to draw and choose the samples (digits read once for all rules)
         name = path.name if best_of == 1 else f"{path.name} best of {best_of}"
-        name += f" ({RULES[rule]})" if best_of > 1 and rule != "generator" else ""
+        name += f" ({RULES[rule]})" if best_of > 1 and rule != "training" else ""
         print(format_row(name, score_images(classifier, samples, test_features)) + f"  ({seconds:.2f} s)", flush=True)
         if labels is not None:
             shares = asked_digit_shares(classifier, samples, labels)

@@ -77,7 +77,7 @@ def test_quality_tool_scores_a_checkpoint_and_caches_its_classifier(tiny_mnist, 
     assert len(shares) == 10 and sum(shares) == pytest.approx(100, abs=0.5)
     assert re.search(r"digit classifier: [\d.]+% correct", second)
     assert (tmp_path / "grids" / "checkpoint.png").is_file()
-    chosen = run_tool("quality.py", *args, "--best-of", "1", "3", "--keep", "generator", "equal", "all")
+    chosen = run_tool("quality.py", *args, "--best-of", "1", "3", "--keep", "training", "equal", "all")
     names = [line[:44].strip() for line in chosen.splitlines() if line.startswith("checkpoint")]
     assert names == ["checkpoint.pt", "checkpoint.pt best of 3", "checkpoint.pt best of 3 (equal share)",
                      "checkpoint.pt best of 3 (all at once)"]  # a row for each K and each rule

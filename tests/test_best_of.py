@@ -90,20 +90,20 @@ class DrawsDigits(torch.nn.Module):
         return images
 
 
-def test_choosing_within_each_digit_keeps_the_generators_share_of_every_digit():
-    weights = torch.tensor([12, 20, 10, 9, 11, 6, 8, 9, 8, 7], dtype=torch.float)  # sixes are the rarest
-    training_images = -torch.ones(10, 784)
-    training_images[torch.arange(10), torch.arange(10)] = 0.5  # training digit d: a pixel at place d
-    training = (training_images, torch.arange(10))
+def test_choosing_within_each_digit_keeps_each_digits_share_of_the_training_set():
+    weights = torch.tensor([12, 20, 10, 9, 11, 6, 8, 9, 8, 7], dtype=torch.float)  # G draws few sixes, many ones
+    counts = torch.tensor([10, 11, 10, 10, 10, 9, 10, 10, 10, 10])  # the training set: nearly even
+    prototypes = -torch.ones(10, 784)
+    prototypes[torch.arange(10), torch.arange(10)] = 0.5  # training digit d: a bright pixel at place d
+    training = (prototypes.repeat_interleave(counts, dim=0), torch.arange(10).repeat_interleave(counts))
     torch.manual_seed(0)
     candidates = DrawsDigits(weights)(torch.randn(4 * 500, 100))
     candidate_digits = candidates[:, :10].argmax(dim=1)
     torch.manual_seed(0)
     kept = gan_mnist.draw_the_best(DrawsDigits(weights), PrefersBright(), 500, 4, training=training)
     kept_digits = kept[:, :10].argmax(dim=1)
-    # every digit keeps the generator's own share of it (its count among the candidates, over 4)...
-    drawn = torch.bincount(candidate_digits, minlength=10)
-    assert (torch.bincount(kept_digits, minlength=10) - drawn / 4).abs().max() < 1
+    # every digit keeps its share of the training set (D's favourite, the ones, no more)...
+    assert (torch.bincount(kept_digits, minlength=10) - 500 * counts / counts.sum()).abs().max() < 1
     # ...and within each digit, the ones D rates most real
     for digit in range(10):
         realness = candidates[candidate_digits == digit].mean(dim=1)
@@ -112,12 +112,14 @@ def test_choosing_within_each_digit_keeps_the_generators_share_of_every_digit():
     # Chosen from all digits at once (no MNIST to read them), D keeps its favourite and loses the rarest.
     torch.manual_seed(0)
     at_once = gan_mnist.draw_the_best(DrawsDigits(weights), PrefersBright(), 500, 4)[:, :10].argmax(dim=1)
+    drawn = torch.bincount(candidate_digits, minlength=10)
     assert (at_once == 1).sum() == drawn[1] and (at_once == 5).sum() < drawn[5] / 8
 
 
 def test_the_shares_add_up_and_never_ask_for_more_than_were_drawn():
     digits = torch.tensor([0] * 7 + [1] * 3 + [2] * 2)
-    assert gan_mnist.digits_to_keep(digits, 4).tolist() == [2, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    as_drawn = torch.bincount(digits, minlength=10) / len(digits)
+    assert gan_mnist.digits_to_keep(digits, 4, as_drawn).tolist() == [2, 1, 1, 0, 0, 0, 0, 0, 0, 0]
     equal = torch.full((10,), 0.1)  # a rule that wants more twos than were drawn gets those there are
     keep = gan_mnist.digits_to_keep(digits, 10, equal)
     assert keep.sum() == 10 and keep[2] == 2 and (keep <= torch.bincount(digits, minlength=10)).all()

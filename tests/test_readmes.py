@@ -105,7 +105,7 @@ def messages_the_script_prints():
 def test_each_readme_lists_every_error_and_warning(readme):
     text = re.sub(r"\s+", " ", (ROOT / readme).read_text(encoding="utf-8"))
     openings = messages_the_script_prints()
-    assert len(openings) >= 30
+    assert len(openings) >= 25  # the messages found at all: the extraction still works
     missing = [opening for opening in openings if opening not in text]
     assert not missing, f"{readme} does not list {missing}"
 
