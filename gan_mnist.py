@@ -56,7 +56,7 @@ GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few 
 GP_EVERY = 8  # the penalty on one step in this many, this many times as strong: nearly as good, cheaper (--gp-every)
 ARTICLE_PIXELS = False  # True replays the article's flaw: real pixels in [0, 1] against G's Tanh (--article-pixels)
 CONDITIONAL = False  # True: both networks are told the digit, so you can ask for one (--conditional)
-BEST_OF = 4  # --generate draws 4 times the digits asked for, and D keeps the best of each digit; 1: G alone (--best-of)
+BEST_OF = 4  # --generate draws this many times the digits asked, D keeps each digit's best; 1: G alone (--best-of)
 SAMPLE_EVERY = 1000  # save a sample grid every this many steps, as the article's sample_period (--sample-every)
 SEED = 0  # seeds every random choice, so a CPU run repeats exactly (--seed)
 DEVICE = "auto"  # "auto" picks cuda, then mps, then cpu (--device); 与文章不同：文章只在 CPU 上运行
@@ -332,9 +332,8 @@ class ConditionalDiscriminator(Discriminator):
 
 
 def append_digit(inputs, labels):
-    """Each noise vector or image with its digit appended one-hot: ten numbers, all 0 but one, and that one the
-    square root of the input's width (10 beside 100 noise numbers, 28 beside 784 pixels), so that the digit
-    weighs about as much as the rest from the first step; a plain 1 is drowned out for many epochs."""
+    """Each noise vector or image with its digit appended one-hot, the one as large as the square root of the input's
+    width (10 beside 100 noise numbers, 28 beside 784 pixels): a plain 1 is drowned out for many epochs."""
     one_hot = nn.functional.one_hot(labels, DIGITS).to(inputs.dtype)
     return torch.cat([inputs, one_hot * inputs.shape[1] ** 0.5], dim=1)
 
@@ -366,7 +365,7 @@ def draw_the_best(generator, discriminator, count, best_of, labels=None, trainin
     (p_data(x) + p_g(x)) (Goodfellow et al. 2014, proposition 1), highest where the data holds more of x
     than G draws; keeping what D rates most real moves the samples towards the data (discriminator
     rejection sampling, Azadi et al. 2019). Why within each digit: D has favourite digits, and choosing
-    from all at once keeps those and loses the rest; within each digit it is a fair judge."""
+    from all at once keeps those and loses the rest; within each digit it keeps the better drawn."""
     z = torch.randn(best_of * count, generator.z_dim, device=next(generator.parameters()).device)
     candidate_labels = None if labels is None else labels.repeat(best_of)
     images = generator(z, candidate_labels)  # best_of = 1: the same z, the same digits as ever
@@ -381,9 +380,9 @@ def draw_the_best(generator, discriminator, count, best_of, labels=None, trainin
     else:
         groups, keep = torch.zeros_like(realness, dtype=torch.long), torch.tensor([count])
     chosen = []
-    for group, how_many in enumerate(keep.tolist()):
+    for group in keep.nonzero().flatten().tolist():  # the groups that keep any
         members = (groups == group).nonzero().flatten()
-        chosen.append(members[realness[members].topk(how_many).indices].sort().values)
+        chosen.append(members[realness[members].topk(int(keep[group])).indices].sort().values)
     chosen = torch.cat(chosen)  # digit by digit, as a conditional GAN's places are; the rest in the order drawn
     return images[chosen if labels is not None else chosen.sort().values].cpu()
 
@@ -394,8 +393,9 @@ def digits_to_keep(candidate_digits, count, shares):
     drawn = torch.bincount(candidate_digits, minlength=DIGITS).cpu()
     share = shares * count
     keep = torch.minimum(share.floor().long(), drawn)
-    while keep.sum() < count:  # the rest, one at a time, to the digit furthest below its share
-        keep[(share - keep).masked_fill(keep >= drawn, -math.inf).argmax()] += 1
+    while keep.sum() < count:  # the rest one at a time, at random by how far each digit falls short: fair for few
+        room = keep < drawn
+        keep[torch.multinomial((share - keep).clamp(min=0) * room + 1e-6 * room, 1)] += 1
     return keep
 
 
@@ -408,8 +408,7 @@ EVALUATION_SIZE = 1000  # held-out real digits, and as many generated ones, for 
 
 
 class RunRecord(contextlib.AbstractContextManager):
-    """Everything train() does that is not the GAN: begin() once, after_step() and should_stop() every step,
-    save_grid() every SAMPLE_EVERY steps, after_epoch() at each epoch's end, finish() last."""
+    """Everything train() does that is not the GAN, in begin, after_step, save_grid, after_epoch and finish."""
 
     def __init__(self, args):
         self.args, self.stop, self.out_dir = args, None, prepare_out_dir(args)
@@ -466,7 +465,7 @@ class RunRecord(contextlib.AbstractContextManager):
                     "batches_into_epoch": self.batches_into_epoch,  # > 0 when stopped part-way through one
                     "config": {name: getattr(self.args, name) for name in RUN_SETTINGS}, "history": self.history,
                     "fixed_noise": self.fixed_noise.cpu(), "d_scores": self.d_scores, "rng": random_states}, buffer)
-        return buffer.getvalue()  # a copy: a view would keep the buffer alive past its end (Python 3.13 says so)
+        return buffer.getvalue()  # bytes of its own for the writer (a view of the buffer upsets Python 3.13 at exit)
 
     def restore(self, checkpoint):
         """A resumed run's weights, optimiser states, fixed noise (on their device), counters, history, scores
@@ -527,7 +526,9 @@ class RunRecord(contextlib.AbstractContextManager):
         """At an epoch's end, or where the run stopped in one: the log, the grid, D's scores, the checkpoint."""
         args, (generator, discriminator, *_) = self.args, self.gan
         epoch_history = torch.stack(self.epoch_metrics).cpu()  # waits for the device, so the time is the steps'
-        images_per_second = len(epoch_history) * args.batch_size / (time.perf_counter() - self.epoch_start)
+        images = min(self.batches_into_epoch * args.batch_size, len(self.images)) - min(
+            (self.batches_into_epoch - len(epoch_history)) * args.batch_size, len(self.images))  # the last batch's too
+        images_per_second = images / (time.perf_counter() - self.epoch_start)
         self.check_finite()
         self.history = torch.cat([self.history, epoch_history])
         write_metrics_csv(self.out_dir / "metrics.csv", self.history, first_row=len(self.history) - len(epoch_history))
@@ -548,7 +549,7 @@ class RunRecord(contextlib.AbstractContextManager):
                 labels = None if fake_labels is None else torch.cat([self.test_labels, fake_labels])
                 scores = torch.sigmoid(discriminator(torch.cat([self.test_images, fakes]), labels)).reshape(2, -1)
             self.d_scores[f"epoch {self.epoch}" if self.batches_into_epoch == 0 else f"step {self.step}"] = scores.cpu()
-        # Queued after the grids: a checkpoint on disk never claims an epoch whose grid is not.
+        # Queued after its grid, so a checkpoint on the disk is never ahead of the grids.
         data = self.checkpoint_bytes()
         self.files.submit(write_atomically, self.out_dir / "checkpoint.pt", lambda file: file.write(data),
                           must_succeed=True)
@@ -567,8 +568,8 @@ class RunRecord(contextlib.AbstractContextManager):
             words += [] if "--resume" in words else ["--resume"]  # in a notebook, the main() call that resumes
             script = sys.argv[0] if Path(sys.argv[0]).name == "gan_mnist.py" else "gan_mnist.py"
             command = f"main({words!r})" if notebook_display() else shlex.join(["python", script, *words])
-            print(f"Stopped at step {self.step}; everything so far is saved in {out_dir}/. Continue with:  {command}",
-                  file=sys.stderr if StopSignals.output_closed else sys.stdout, flush=True)
+            say(f"Stopped at step {self.step}; everything so far is saved in {out_dir}/. Continue with:  {command}",
+                file=sys.stderr if StopSignals.output_closed else sys.stdout)
             return 128 + (self.stop.received or 13)  # the shell's "ended by": 130 Ctrl-C, 143 SIGTERM, 141 a pipe
         # The film, the real digits beside the fakes, and what the generator learned.
         files.submit(write_training_gif, out_dir / "samples", out_dir / "training.gif")
@@ -591,9 +592,9 @@ def say(message, end="\n", file=None):
     file = file or sys.stdout
     try:
         print(("\r\033[K" if file.isatty() else "") + message, end=end, file=file, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that no later print fails
-        StopSignals.output_closed = True
+    except OSError:  # its reader has gone (a broken pipe; EINVAL on Windows): later lines go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), file.fileno())
+        StopSignals.output_closed |= file is sys.stdout
 
 
 def describe_device(device):
@@ -699,7 +700,6 @@ def write_metrics_csv(path, history, first_row):
         raise WriteError(path, error) from None
 
 
-# ---- After training: what did the generator learn? ----
 def make_evaluation_noise(z_dim, seed, device, count=1024):
     """Noise for the end-of-run pictures from its own random stream, leaving training's as it was."""
     return torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -774,10 +774,9 @@ def show_what_was_learned(generator, discriminator, noise, d_scores, training_im
 
 
 class Coach:
-    """The two commonest failures, said when they start and when they clear. D has won: D(G(z)) under D_HAS_WON
-    all through an epoch (its sigmoid is flat where the fakes lie: G gets almost no gradient). Collapse: the grid
-    varies under COLLAPSED times as much as real digits (mean pixel distance between pairs), from step
-    WARM_UP_STEPS on: young generators all draw near-copies a while."""
+    """The commonest failures, said as they start and clear. D won: D(G(z)) under D_HAS_WON all epoch (flat sigmoid,
+    no gradient for G). Collapse: the grid varies under COLLAPSED times as much as real digits (mean pixel distance
+    of pairs), from step WARM_UP_STEPS on, as young generators all draw near-copies a while."""
 
     D_HAS_WON, COLLAPSED, WARM_UP_STEPS, CHECK_EVERY = 0.05, 0.5, 500, 100  # measured: benchmarks/README.md
 
@@ -813,11 +812,10 @@ class Coach:
 def show_in_notebook(path, shown=None):
     """In a Jupyter kernel, the picture under the cell (or in place of the one `shown`); where it is shown."""
     display = notebook_display()
-    if display is None or not path.is_file():
-        return shown
-    if shown is None:
-        return display.display(display.Image(filename=str(path)), display_id=True)
-    shown.update(display.Image(filename=str(path)))
+    if display and path.is_file() and shown:
+        shown.update(display.Image(filename=str(path)))
+    elif display and path.is_file():
+        shown = display.display(display.Image(filename=str(path)), display_id=True)
     return shown
 
 
@@ -833,11 +831,11 @@ def notebook_display():
 
 def started_by_a_kernel():
     """sys.argv is a kernel's own (ipykernel_launcher.py -f kernel.json, python -m ipykernel), not %run's."""
-    launcher = Path(sys.argv[0])
-    return launcher.name.endswith("kernel_launcher.py") or launcher.parent.name == "ipykernel"
+    launcher = Path(sys.argv[0]).name  # in a kernel, anything but a script of one's own
+    return launcher.endswith("kernel_launcher.py") or (notebook_display() is not None and (
+        launcher == "__main__.py" or not launcher.endswith(".py")))
 
 
-# ---- Drawing off the training path ----
 class BackgroundWriter:
     """Draws and writes on one background thread, in the order asked, so that training never waits for matplotlib
     or the disk (unless drawing falls MOST_QUEUED jobs behind). A picture that cannot be written is a warning; a
@@ -870,12 +868,12 @@ class BackgroundWriter:
                 raise error
             if error is not None and error.cause != self.trouble:  # once, not on every grid, while it lasts
                 say(f"warning: cannot write {error.path} ({error.cause}); the run goes on without it")
-            self.trouble = None if error is None else error.cause
+            if not job.must_succeed:  # a picture written ends the trouble; one that failed is the trouble now
+                self.trouble = None if error is None else error.cause
 
 
 def yield_the_cpu_to_training():
-    """The drawing thread at the lowest CPU priority, to draw when training leaves a core idle (Linux only:
-    elsewhere the call would slow the whole process)."""
+    """The drawing thread at the lowest CPU priority, to draw when training leaves a core idle (Linux only)."""
     if sys.platform.startswith("linux"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # on Linux, this thread alone
@@ -1004,7 +1002,7 @@ class CudaGraphStep:
 # %%
 # 可靠运行 · The dependable parts: exact resume, safe stops, --generate, and one line for every bad input
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v2"
-READABLE_FORMATS = (CHECKPOINT_FORMAT, "gan_mnist checkpoint v1")  # v1 shuffled by seed + epoch: resumed in v2 order
+READABLE_FORMATS = (CHECKPOINT_FORMAT, "gan_mnist checkpoint v1")  # v1: shuffled by seed + epoch (see load_checkpoint)
 # What a checkpoint records of its run, and a resumed run must share with it.
 RUN_SETTINGS = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels",
                 "num_classes", "seed"]
@@ -1040,6 +1038,8 @@ def check_settings(args):
         raise RunError(f"--gp-gamma must be a number of at least 0 (0 turns the penalty off), not {args.gp_gamma!r}")
     if len(args.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in args.betas):
         raise RunError(f"--betas takes two numbers in [0, 1), such as 0.5 0.999, not {list(args.betas)!r}")
+    if not (type(args.seed) is int and 0 <= args.seed < 2**32):
+        raise RunError(f"--seed must be a whole number from 0 to {2**32 - 1}, not {args.seed!r}")
     if args.generate and args.generate > 1024:
         raise RunError(f"--generate draws at most 1024 digits at a time, not {args.generate}")
     if args.generate and args.generate * args.best_of > MOST_CANDIDATES:
@@ -1048,9 +1048,10 @@ def check_settings(args):
                        f"--best-of (2 to 4 do best)")
     if args.digit is not None and not (type(args.digit) is int and 0 <= args.digit < DIGITS):
         raise RunError(f"--digit must be a digit from 0 to 9, not {args.digit!r}")
-    for flag, asked in [("--best-of", args.best_of != BEST_OF), ("--digit", args.digit is not None)]:
+    for flag, asked, what in [("--best-of", args.best_of != BEST_OF, "chooses among"),
+                              ("--digit", args.digit is not None, "chooses")]:
         if asked and not args.generate:
-            raise RunError(f"{flag} chooses among what --generate N draws: add --generate N")
+            raise RunError(f"{flag} {what} what --generate N draws: add --generate N")
     if args.resume and args.overwrite:
         raise RunError("--resume continues the run in OUT_DIR and --overwrite replaces it: choose one")
     args.betas, args.gp_gamma = tuple(map(float, args.betas)), float(args.gp_gamma)
@@ -1058,8 +1059,7 @@ def check_settings(args):
 
 
 def prepare_out_dir(args):
-    """OUT_DIR made and proved writable before any training time is spent, locked against a second run (the
-    operating system's lock on the folder, gone with its process), and not started over unless asked."""
+    """OUT_DIR made, proved writable, locked against a second run (gone with its process), not started over."""
     out_dir = Path(args.out_dir)
     try:
         (out_dir / "samples").mkdir(parents=True, exist_ok=True)
@@ -1083,8 +1083,7 @@ def prepare_out_dir(args):
 
 
 def write_atomically(path, write):
-    """write(file) into a temporary file, flushed to the disk, then renamed to path: a crash or a full disk
-    mid-write never leaves half a file where a whole one was, and a failed write leaves no temporary file."""
+    """write(file) to a temporary file, flushed to the disk, renamed to path: never half a file where one was."""
     temporary = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # made again if it was deleted mid-run
@@ -1104,13 +1103,12 @@ class WriteError(RunError):
 
     def __init__(self, path, error):
         self.path, self.cause = path, (error.strerror or str(error)).lower()  # "no space left on device"
-        super().__init__(f"cannot write {path} ({self.cause}). The last whole checkpoint is kept: make room or "
-                         f"fix the folder, then continue with --resume (or choose another --out-dir)")
+        super().__init__(f"cannot write {path} ({self.cause}). Make room or fix the folder (or choose another "
+                         f"--out-dir); the last whole checkpoint is kept, and --resume continues a run from it")
 
 
 def load_checkpoint(path, resuming=None):
-    """The checkpoint, every tensor on the CPU (the weights reach the device as the networks load them); if
-    `resuming` (a run's settings), one that run can continue."""
+    """The checkpoint, all on the CPU (weights reach the device as networks load them); checked for `resuming`."""
     if not Path(path).is_file():
         raise RunError(f"no checkpoint at {path}. Train first (python gan_mnist.py), "
                        f"or point at one with --out-dir or --checkpoint")
@@ -1126,6 +1124,9 @@ def load_checkpoint(path, resuming=None):
     if saved_format not in READABLE_FORMATS:
         raise RunError(f"{path} is not a gan_mnist checkpoint. Point at one written by this script "
                        f"(OUT_DIR/checkpoint.pt)")
+    checkpoint.setdefault("d_scores", {})  # what early v1 checkpoints lack: as they were trained
+    checkpoint["config"] = {"gp_gamma": 0.0, "gp_every": 1, "article_pixels": False, "num_classes": 0,
+                            **checkpoint["config"]}
     for name in RUN_SETTINGS if resuming else []:
         if checkpoint["config"][name] != getattr(resuming, name):
             trained, asked = as_flag(name, checkpoint["config"][name]), as_flag(name, getattr(resuming, name))
@@ -1170,8 +1171,7 @@ def make_cpu_arithmetic_repeatable():
 
 
 class StopSignals:
-    """Ctrl-C (SIGINT), SIGTERM (from `kill`, a job scheduler, a machine shutting down) or a closed standard
-    output (say()): the loop stops after this step and saves. A second signal stops at once."""
+    """Ctrl-C, SIGTERM (`kill`, a shutdown) or a closed stdout (say): stop after this step, and save."""
 
     NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
     output_closed = False  # set by say(), for the whole process: standard output is gone

@@ -22,6 +22,7 @@ BAD_SETTINGS = [
     (["--gp-every", "0"], ["--gp-every"]),
     (["--device", "tpu"], ["--device", "tpu"]),
     (["--generate", "0"], ["--generate"]),
+    (["--seed", "-1"], ["--seed must be a whole number from 0 to 4294967295, not -1"]),
 ]
 
 

@@ -242,7 +242,9 @@ def test_the_writer_warns_once_while_pictures_keep_failing_and_again_after_one_i
     for name in ("a.png", "b.png", "c.png"):  # a full disk: said once, not for every picture
         files.submit(refused, tmp_path / name)
     files.submit(refused, tmp_path / "d.png", errno.EACCES)  # another trouble
-    files.submit(lambda: None)  # one written: the trouble is over...
+    files.submit(lambda: None, must_succeed=True)  # a checkpoint written: the pictures' trouble goes on
+    files.submit(refused, tmp_path / "d2.png", errno.EACCES)  # (said already)
+    files.submit(lambda: None)  # a picture written: the trouble is over...
     files.submit(refused, tmp_path / "e.png", errno.EACCES)  # ...so when it comes back, it is said again
     files.close()
     warnings = capsys.readouterr().out.splitlines()
