@@ -49,7 +49,7 @@ EPOCHS = 200  # passes over the 60,000 training images (--epochs)
 BATCH_SIZE = 128  # images per optimiser step (--batch-size)
 LR = 2e-4  # Adam's learning rate for both networks (--lr)
 BETAS = (0.0, 0.999)  # Adam's decay rates; 0.0: no momentum to carry G and D past each other; article 0.9 (--betas)
-# 与文章不同：β1、β2 是 Adam 两个矩估计的衰减率；β1 = 0 即不用动量（文章用默认的 0.9），动量会让两个网络越过平衡点、来回振荡。
+# 与文章不同：β1、β2 是 Adam 两个矩估计的衰减率；β1 = 0 即不用动量（文章没设，即默认的 0.9），动量会让两个网络越过平衡点、来回振荡。
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
 GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few digits; 0.0: the article (--gp-gamma)
@@ -164,7 +164,7 @@ class Discriminator(nn.Module):
 # The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))] with s = sigmoid.
 # BCEWithLogitsLoss computes the same number from the logit l in one stable step: it never takes log(0)
 # when D is sure, where BCELoss must clamp to -100 and the gradient vanishes.
-# 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数值相同，但判别器很确定时梯度不会消失。
+# 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数学上是同一个损失，但判别器很确定时梯度不会消失。
 bce_with_logits = nn.BCEWithLogitsLoss()  # 损失函数
 
 
@@ -219,10 +219,10 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     # ---- 训练判别器 · Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
     # 最大化判别器能够正确识别真实图像和生成图像的概率
     # detach(): this update is D's alone, so no gradient flows back into G. Real and fake go through
-    # D as one batch: the same numbers as two calls (D has no BatchNorm), with one pass instead of two.
-    # 与文章不同：detach() 切断梯度，这一步的梯度不会流回生成器；真假图像拼成一批，只经过判别器一次。
-    # On penalty steps D also pays for steep slopes at the images (gradient_penalty, after 5.6), so
-    # they need gradients. 梯度惩罚（文章没有）：判别器在图像处的梯度太大要付出代价，所以输入也要求梯度。
+    # D as one batch: mathematically two calls (D has no BatchNorm: each score is its image's alone), in one pass.
+    # detach() 切断梯度，这一步的梯度不会流回生成器；真假图像拼成一批，只经过判别器一次（文章在这之前中断）。
+    # On penalty steps D also pays for steep slopes at the images (gradient_penalty, after 5.6), so they need
+    # gradients. 梯度惩罚（文章没有）：判别器输出对输入图像的梯度太大，损失里就多一项惩罚，所以输入也要求梯度。
     d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
     logits = discriminator(d_inputs, both_labels)  # 判别真实图像 (and the fakes, in the same pass)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
@@ -234,7 +234,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
 
     # ---- 训练生成器 · Generator: maximise log D(G(z)), judged by the updated D ----
     # G's gradient must flow through D, but D's own weights stay put in this half: freezing them
-    # spares autograd computing gradients nobody uses. 与文章不同：更新生成器时冻结判别器的权重。
+    # spares autograd computing gradients nobody uses. 更新生成器时冻结判别器的权重，省去没人用的梯度。
     discriminator.requires_grad_(False)
     g_loss = generator_loss(discriminator(fake_images, fake_labels))
     g_optimizer.zero_grad()
@@ -262,7 +262,7 @@ def train(args):
                                        use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
         # One noise batch, drawn once: every grid shows the same 64 z's, so the
         # grids are frames of one film and you can watch each digit take shape.
-        # 与文章不同：固定一批噪声，每张网格图都用同样的 64 个 z 来画，连起来就是训练过程的一部影片。
+        # 与文章不同：固定一批噪声，每张网格图都用同样的 64 个 z 来画，连起来就是一段训练过程的动画。
         # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
         fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
         run.begin(generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images)  # a resume puts all back
@@ -291,7 +291,7 @@ def gradient_penalty(logits, images, gamma):
     (R1) plus the same at the generated ones (R2), added to D's loss by train_step (GP_GAMMA = 0: none, as in the
     article). Without it D can grow steep cliffs next to the digits it rejects, whose gradient herds G towards a
     few digits it can draw safely; a gentle slope keeps all in reach.
-    文章之外：梯度惩罚让判别器在真实和生成图像附近保持平缓，生成器才够得着每一个数字。"""
+    文章之外：梯度惩罚让判别器输出对输入图像的梯度保持平缓，生成器不会被陡峭的梯度赶到少数几个数字上。"""
     # Each logit depends on its own image alone, so the gradient of their sum is each image's own slope.
     (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
     real_slopes, fake_slopes = slopes.square().sum(dim=1).chunk(2)
@@ -774,8 +774,8 @@ def show_what_was_learned(generator, discriminator, noise, d_scores, training_im
 
 
 class Coach:
-    """The commonest failures, said as they start and clear. D won: D(G(z)) under D_HAS_WON all epoch (flat sigmoid,
-    no gradient for G). Collapse: the grid varies under COLLAPSED times as much as real digits (mean pixel distance
+    """The commonest failures, said as they start and clear. D won: D(G(z)) under D_HAS_WON all epoch (its verdict
+    no longer guides G). Collapse: the grid varies under COLLAPSED times as much as real digits (mean pixel distance
     of pairs), from step WARM_UP_STEPS on, as young generators all draw near-copies a while."""
 
     D_HAS_WON, COLLAPSED, WARM_UP_STEPS, CHECK_EVERY = 0.05, 0.5, 500, 100  # measured: benchmarks/README.md
@@ -800,7 +800,7 @@ class Coach:
         highest = epoch_history[:, 3].max().item()
         self.report("D won", highest < self.D_HAS_WON,
                     f"the discriminator has won: D(G(z)) stayed below {self.D_HAS_WON} all through epoch {epoch}, "
-                    f"so the generator gets almost no gradient. Try {self.try_this}",
+                    f"so its gradient no longer guides the generator. Try {self.try_this}",
                     f"the generator is back in the game: D(G(z)) reached {highest:.2f} in epoch {epoch}")
 
     def report(self, trouble, now, warning, cleared):
@@ -955,7 +955,7 @@ class CudaGraphStep:
     """train_step, recorded once as a CUDA graph and replayed for every full batch: each of the step's ~60 GPU
     kernels runs for microseconds, less than Python takes to launch it, and a replay sends all in one call. The
     catch: train_step's Python then no longer runs (a print() in it shows only at first): --no-cuda-graph.
-    文章之外：在 GPU 上把一整步录成一个 CUDA 图，之后每步一次调用重放，算法与 train_step 相同。"""
+    文章之外：在 GPU 上把一整步录制成一个 CUDA Graph，之后每步只需重放一次，算法与 train_step 相同。"""
 
     def __init__(self, models_and_optimizers, batch_size, ordinary_steps=3):
         self.models_and_optimizers, self.batch_size = models_and_optimizers, batch_size
