@@ -222,7 +222,7 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
     # D as one batch: mathematically two calls (D has no BatchNorm: each score is its image's alone), in one pass.
     # detach() 切断梯度，这一步的梯度不会流回生成器；真假图像拼成一批，只经过判别器一次（文章在这之前中断）。
     # On penalty steps D also pays for steep slopes at the images (gradient_penalty, after 5.6), so they need
-    # gradients. 梯度惩罚（文章没有）：判别器输出对输入图像的梯度太大，损失里就多一项惩罚，所以输入也要求梯度。
+    # gradients. 梯度惩罚（文章没有）：判别器输出对输入图像的梯度越陡，损失里的惩罚越大，所以输入也要求梯度。
     d_inputs = torch.cat([real_images, fake_images.detach()]).requires_grad_(penalty_gamma > 0)
     logits = discriminator(d_inputs, both_labels)  # 判别真实图像 (and the fakes, in the same pass)
     real_logits, fake_logits = logits.split([len(real_images), len(fake_images)])
