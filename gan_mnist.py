@@ -291,7 +291,7 @@ def gradient_penalty(logits, images, gamma):
     (R1) plus the same at the generated ones (R2), added to D's loss by train_step (GP_GAMMA = 0: none, as in the
     article). Without it D can grow steep cliffs next to the digits it rejects, whose gradient herds G towards a
     few digits it can draw safely; a gentle slope keeps all in reach.
-    文章之外：梯度惩罚让判别器输出对输入图像的梯度保持平缓，生成器不会被陡峭的梯度赶到少数几个数字上。"""
+    文章之外：梯度惩罚让判别器输出对输入图像的梯度保持平缓，生成器不会被陡峭的梯度逼得只画少数几个数字。"""
     # Each logit depends on its own image alone, so the gradient of their sum is each image's own slope.
     (slopes,) = torch.autograd.grad(logits.sum(), images, create_graph=True)  # create_graph: we backprop through it
     real_slopes, fake_slopes = slopes.square().sum(dim=1).chunk(2)
