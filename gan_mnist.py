@@ -468,8 +468,7 @@ class RunRecord(contextlib.AbstractContextManager):
         return buffer.getvalue()  # bytes of its own for the writer (a view of the buffer upsets Python 3.13 at exit)
 
     def restore(self, checkpoint):
-        """A resumed run's weights, optimiser states, fixed noise (on their device), counters, history, scores
-        and random states put back."""
+        """Puts back all that save() took: weights, optimisers, fixed noise, counters, history, random states."""
         for name, part in zip(["generator", "discriminator", "g_optimizer", "d_optimizer"], self.gan):
             part.load_state_dict(checkpoint[name])
         self.fixed_noise.copy_(checkpoint["fixed_noise"])
@@ -604,8 +603,8 @@ def describe_device(device):
 
 
 def log_epoch(epoch_history, epoch, epochs, step, images_per_second, elapsed, eta):
-    """One line per epoch, the means of its steps. A fair fight: D(x) around 0.5-0.8 and D(G(z)) around
-    0.2-0.5. D loss near 0 with D(G(z)) near 0: D has won, and the generator has stopped learning."""
+    """One line per epoch, the means of its steps. Without a penalty, D(x) around 0.5-0.8 and D(G(z)) around
+    0.2-0.5 is a fair fight. D loss near 0 with D(G(z)) near 0: D has won, and G has stopped learning."""
     d_loss, g_loss, d_x, d_g_z = epoch_history.mean(dim=0).tolist()
     say(f"epoch {epoch:>3}/{epochs}  step {step:>6}  D loss {d_loss:.3f}  G loss {g_loss:.3f}  D(x) {d_x:.2f}  "
         f"D(G(z)) {d_g_z:.2f}  {images_per_second:6,.0f} img/s  elapsed {as_time(elapsed)}  ETA {as_time(eta)}")
@@ -673,8 +672,7 @@ def plot_losses(history, steps_per_epoch, path):
 
 
 def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
-    """The epoch grids as a film, from the untrained generator's on (its step grids after that one if no
-    epoch finished). What is not a picture is left out."""
+    """The epoch grids as a film from epoch_000.png on (then the step grids, if no epoch finished); no non-pictures."""
     files = sorted(samples_dir.glob("epoch_*.png"))
     if len(files) <= 1:
         files += sorted(samples_dir.glob("step_*.png"))
@@ -875,10 +873,8 @@ class BackgroundWriter:
 def yield_the_cpu_to_training():
     """The drawing thread at the lowest CPU priority, to draw when training leaves a core idle (Linux only)."""
     if sys.platform.startswith("linux"):
-        try:
+        with contextlib.suppress(OSError):  # not allowed here: it draws at the normal priority, only slower
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # on Linux, this thread alone
-        except OSError:
-            pass  # not allowed here: it draws at the normal priority, only slower
 
 
 # %%
@@ -1002,7 +998,7 @@ class CudaGraphStep:
 # %%
 # 可靠运行 · The dependable parts: exact resume, safe stops, --generate, and one line for every bad input
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v2"
-READABLE_FORMATS = (CHECKPOINT_FORMAT, "gan_mnist checkpoint v1")  # v1: shuffled by seed + epoch (see load_checkpoint)
+READABLE_FORMATS = (CHECKPOINT_FORMAT, "gan_mnist checkpoint v1")  # v1: shuffled by seed + epoch (load_checkpoint)
 # What a checkpoint records of its run, and a resumed run must share with it.
 RUN_SETTINGS = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels",
                 "num_classes", "seed"]
@@ -1103,8 +1099,9 @@ class WriteError(RunError):
 
     def __init__(self, path, error):
         self.path, self.cause = path, (error.strerror or str(error)).lower()  # "no space left on device"
+        kept = "" if path.suffix == ".png" else "; the last whole checkpoint is kept, and --resume continues from it"
         super().__init__(f"cannot write {path} ({self.cause}). Make room or fix the folder (or choose another "
-                         f"--out-dir); the last whole checkpoint is kept, and --resume continues a run from it")
+                         f"--out-dir){kept}")
 
 
 def load_checkpoint(path, resuming=None):
@@ -1115,8 +1112,9 @@ def load_checkpoint(path, resuming=None):
     try:  # weights_only=True: a checkpoint holds tensors and plain values, never code to run
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise RunError(f"cannot read the checkpoint {path} ({str(error).strip().splitlines()[0]}). It is damaged "
-                       f"or not a PyTorch file: train again, or use --overwrite to start afresh") from None
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0]  # an empty file: EOFError('')
+        raise RunError(f"cannot read the checkpoint {path} ({reason}). It is damaged or not a PyTorch file: "
+                       f"train again, or use --overwrite to start afresh") from None
     saved_format = checkpoint.get("format") if isinstance(checkpoint, dict) else None
     if saved_format not in READABLE_FORMATS and str(saved_format).startswith("gan_mnist checkpoint"):
         raise RunError(f"{path} was written by another version of gan_mnist.py ({saved_format}; this one "
@@ -1138,6 +1136,8 @@ def load_checkpoint(path, resuming=None):
     if resuming and resuming.max_steps and checkpoint["step"] >= resuming.max_steps:
         raise RunError(f"the run in {resuming.out_dir}/ has already done {checkpoint['step']} steps, which is "
                        f"--max-steps {resuming.max_steps}. Raise --max-steps or drop it", exit_code=0)
+    if resuming and saved_format != CHECKPOINT_FORMAT and resuming.seed:  # v1: shuffled by seed + epoch
+        say(f"note: seed {resuming.seed}'s data order changed since this checkpoint's version: it goes on in the new")
     return checkpoint
 
 
@@ -1158,8 +1158,8 @@ def out_of_memory_error(error, args):
     asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGT]iB)", str(error))
     amount = f" (it asked for {f'{int(asked[1]) / 2**30:.1f} GiB' if asked[1] else asked[2]} more)" if asked else ""
     on_a_gpu = "--device cpu, " if re.search("CUDA|MPS", str(error)) else ""
-    checkpoint = Path(args.out_dir, "checkpoint.pt")
-    kept = f"; the last whole checkpoint in {args.out_dir}/ is kept" if checkpoint.is_file() else ""
+    saved = Path(args.out_dir, "checkpoint.pt")
+    kept = f"; the last whole checkpoint in {args.out_dir}/ is kept" if saved.is_file() else ""
     return (f"memory ran out{amount}. Try a smaller --hidden-dim (now {args.hidden_dim}) or --batch-size "
             f"(now {args.batch_size}), {on_a_gpu}or close other programs{kept}")
 

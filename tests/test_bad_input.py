@@ -84,12 +84,14 @@ def test_an_unwritable_output_folder_is_caught_before_training(tiny_mnist, tmp_p
 
 
 @pytest.mark.parametrize("mode", ["--resume", "--generate"])
-@pytest.mark.parametrize("problem", ["missing", "unreadable", "not_ours", "another_version"])
+@pytest.mark.parametrize("problem", ["missing", "empty", "unreadable", "not_ours", "another_version"])
 def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     checkpoint = out_dir / "checkpoint.pt"
-    if problem == "unreadable":
+    if problem == "empty":  # torch.load raises an error with no words: EOFError('')
+        checkpoint.write_bytes(b"")
+    elif problem == "unreadable":
         checkpoint.write_bytes(b"\x00garbage" * 100)
     elif problem == "not_ours":
         torch.save({"state_dict": {"weight": torch.zeros(2)}}, checkpoint)
@@ -98,7 +100,8 @@ def test_bad_checkpoints_get_one_line(tiny_mnist, tmp_path, mode, problem):
     before = snapshot(out_dir)
     flags = ["--resume", "--epochs", "2", *TINY_RUN_FLAGS] if mode == "--resume" else ["--generate", "8"]
     result = run_here("--data-dir", tiny_mnist, "--out-dir", out_dir, *flags)
-    words = {"missing": ["no checkpoint", str(checkpoint)], "unreadable": ["cannot read", str(checkpoint)],
+    words = {"missing": ["no checkpoint", str(checkpoint)], "empty": ["cannot read", str(checkpoint), "EOFError"],
+             "unreadable": ["cannot read", str(checkpoint)],
              "not_ours": ["not a gan_mnist checkpoint", str(checkpoint)],
              "another_version": ["another version of gan_mnist.py", "v99", "--overwrite"]}[problem]
     assert_one_line_error(result, *words)

@@ -289,6 +289,12 @@ def test_the_background_writer_keeps_order_and_hands_on_a_failed_write(tmp_path)
         files.close()  # or at the end
 
 
+def test_a_write_error_offers_resume_only_for_the_runs_own_files(tmp_path):
+    full = OSError(28, "No space left on device")
+    assert "--resume" in str(gan_mnist.WriteError(tmp_path / "checkpoint.pt", full))
+    assert "--resume" not in str(gan_mnist.WriteError(tmp_path / "generated.png", full))  # --generate's picture
+
+
 def test_a_run_that_fails_lets_its_queued_writes_finish_first(tmp_path):
     import time
 

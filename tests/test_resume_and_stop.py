@@ -316,8 +316,9 @@ def test_a_reader_that_stops_early_stops_the_run_and_keeps_the_work(tiny_mnist, 
     assert resumed["step"] == 4 * (saved["epoch"] + 1)
 
 
-def test_a_checkpoint_of_the_earlier_data_order_still_draws_and_resumes(tiny_mnist, tmp_path):
-    saved = train(tiny_mnist, tmp_path, "--epochs", "1")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_checkpoint_of_the_earlier_data_order_still_draws_and_resumes(tiny_mnist, tmp_path, seed):
+    saved = train(tiny_mnist, tmp_path, "--epochs", "1", "--seed", str(seed))
     # as the earliest version that shuffled by seed + epoch wrote it, before the penalty, the article's pixels,
     # the conditional GAN and D's scores: it goes on, in the new order, as it was trained
     saved.update(format="gan_mnist checkpoint v1", rng={"cpu": saved["rng"]["cpu"]})
@@ -327,6 +328,8 @@ def test_a_checkpoint_of_the_earlier_data_order_still_draws_and_resumes(tiny_mni
     torch.save(saved, tmp_path / "checkpoint.pt")
     assert run_here("--generate", "8", "--out-dir", tmp_path, "--data-dir", tiny_mnist).returncode == 0
     resumed = run_here("--data-dir", tiny_mnist, "--out-dir", tmp_path, "--epochs", "2", "--resume", *TINY_RUN_FLAGS,
-                       "--gp-gamma", "0", "--gp-every", "1")
+                       "--gp-gamma", "0", "--gp-every", "1", "--seed", str(seed))
     assert resumed.returncode == 0, resumed.stderr
+    # seed + epoch and seed * 1_000_000 + epoch agree for seed 0 alone: any other seed is told its order changed
+    assert ("note: seed 1's data order changed" in resumed.stdout) == (seed == 1), resumed.stdout
     assert load(tmp_path)["step"] == 8 and load(tmp_path)["format"] == "gan_mnist checkpoint v2"
