@@ -52,9 +52,21 @@ def test_best_of_one_is_the_generator_alone_same_seed_same_pixels():
         alone = generator(torch.randn(16, 100))
     torch.manual_seed(0)
     assert torch.equal(gan_mnist.draw_the_best(generator, discriminator, 16, 1, training=training), alone)
+    # best of 3: the 48 candidates are the next draws; within each digit (its nearest training digit's label)
+    # the kept ones are those D scores highest
     torch.manual_seed(0)
     chosen = gan_mnist.draw_the_best(generator, discriminator, 16, 3, training=training)
-    assert not torch.equal(chosen, alone)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        candidates = generator(torch.randn(48, 100))
+        scores = discriminator(candidates).flatten()
+    digits = training[1][gan_mnist.nearest_training_digits(candidates, training[0], 1)[1][:, 0]]
+    picked = [int((candidates == image).all(dim=1).nonzero()) for image in chosen]  # each is a candidate
+    assert len(set(picked)) == 16
+    for digit in digits[picked].unique():
+        of_digit = (digits == digit).nonzero().flatten()
+        kept = [i for i in picked if digits[i] == digit]
+        assert sorted(kept) == sorted(of_digit[scores[of_digit].topk(len(kept)).indices].tolist())
 
 
 def test_a_conditional_choice_keeps_each_asked_digit_and_its_brightest():

@@ -91,7 +91,8 @@ def messages_the_script_prints():
     """The fixed opening words of every one-line error and warning in gan_mnist.py."""
     openings = []
     literals = re.findall(r'(?:RunError\(|super\(\).__init__\()f?"([^"]+)"', SOURCE)  # the errors
-    literals += re.findall(r'print\(f"(warning: cannot [^"]+)"', SOURCE)  # a picture not written
+    literals += re.findall(r'say\(f"(warning: cannot [^"]+)"', SOURCE)  # a picture not written
+    literals += re.findall(r'(?:say|return) ?\(f"((?:No MNIST in|note:|memory ran out)[^"]+)"', SOURCE)  # notes
     literals += re.findall(r'f"(the (?:samples|discriminator|generator) [^"]+)"', SOURCE)  # the coach
     for literal in literals:
         fixed = [part.strip() for part in re.split(r"\{[^}]*\}", literal)]
