@@ -798,7 +798,7 @@ class Coach:
         highest = epoch_history[:, 3].max().item()
         self.report("D won", highest < self.D_HAS_WON,
                     f"the discriminator has won: D(G(z)) stayed below {self.D_HAS_WON} all through epoch {epoch}, "
-                    f"so its gradient no longer guides the generator. Try {self.try_this}",
+                    f"so its gradient no longer points G towards real digits. Try {self.try_this}",
                     f"the generator is back in the game: D(G(z)) reached {highest:.2f} in epoch {epoch}")
 
     def report(self, trouble, now, warning, cleared):
