@@ -55,8 +55,8 @@ def tiny_mnist(tmp_path_factory):
 
 
 def find_real_mnist():
-    """Real MNIST for the slower tests: $GAN_MNIST_DATA, then ../shared/mnist, then data/."""
-    candidates = [os.environ.get("GAN_MNIST_DATA"), ROOT.parent / "shared" / "mnist", ROOT / "data"]
+    """Real MNIST for the slower tests: $GAN_MNIST_DATA, then data/, then a copy beside the repository."""
+    candidates = [os.environ.get("GAN_MNIST_DATA"), ROOT / "data", ROOT.parent / "shared" / "mnist"]
     for candidate in filter(None, candidates):
         if (Path(candidate) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
             return Path(candidate)
