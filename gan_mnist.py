@@ -163,7 +163,7 @@ class Discriminator(nn.Module):
 # 5.5 定义损失函数和优化器 · Loss and optimisers
 # The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))] with s = sigmoid.
 # BCEWithLogitsLoss computes the same number from the logit l in one stable step. From s(l), once D is sure,
-# float32 rounds s to 1 or nearly 0, BCELoss clamps log(0) to -100, and the gradient vanishes.
+# BCELoss's gradient dies: float32 rounds s to 1 (log(0), clamped to -100), or its backward floors s(1-s) at 1e-12.
 # 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数学上是同一个损失，但判别器很确定时梯度不会消失。
 bce_with_logits = nn.BCEWithLogitsLoss()  # 损失函数
 
