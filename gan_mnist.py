@@ -218,8 +218,8 @@ def train_step(generator, discriminator, g_optimizer, d_optimizer, real_images, 
 
     # ---- 训练判别器 · Discriminator: maximise log D(x) + log(1 - D(G(z))) ----
     # 最大化判别器能够正确识别真实图像和生成图像的概率
-    # detach(): this update is D's alone, so no gradient flows back into G. Real and fake go through
-    # D as one batch: mathematically two calls (D has no BatchNorm: each score is its image's alone), in one pass.
+    # detach(): D's backward stops at the fakes, leaving G's graph whole for G's own update (README, experiment 7).
+    # Real and fake go through D as one batch: mathematically two calls (no BatchNorm: each score is its own image's).
     # detach() 切断梯度，这一步的梯度不会流回生成器；真假图像拼成一批，只经过判别器一次（文章在这之前中断）。
     # On penalty steps D also pays for steep slopes at the images (gradient_penalty, after 5.6), so they need
     # gradients. 梯度惩罚（文章没有）：判别器输出对输入图像的梯度越陡，损失里的惩罚越大，所以输入也要求梯度。
@@ -468,7 +468,7 @@ class RunRecord(contextlib.AbstractContextManager):
         return buffer.getvalue()  # bytes of its own for the writer (a view of the buffer upsets Python 3.13 at exit)
 
     def restore(self, checkpoint):
-        """Puts back all that save() took: weights, optimisers, fixed noise, counters, history, random states."""
+        """Puts back what checkpoint_bytes() saved: weights, optimisers, fixed noise, counters, history, RNGs."""
         for name, part in zip(["generator", "discriminator", "g_optimizer", "d_optimizer"], self.gan):
             part.load_state_dict(checkpoint[name])
         self.fixed_noise.copy_(checkpoint["fixed_noise"])
@@ -672,7 +672,7 @@ def plot_losses(history, steps_per_epoch, path):
 
 
 def write_training_gif(samples_dir, path, seconds_per_frame=0.15):
-    """The epoch grids as a film from epoch_000.png on (then the step grids, if no epoch finished); no non-pictures."""
+    """The epoch grids as a film from epoch_000.png on (the step grids if no epoch finished); non-pictures skipped."""
     files = sorted(samples_dir.glob("epoch_*.png"))
     if len(files) <= 1:
         files += sorted(samples_dir.glob("step_*.png"))
