@@ -162,9 +162,9 @@ class Discriminator(nn.Module):
 # %%
 # 5.5 定义损失函数和优化器 · Loss and optimisers
 # The article's Sigmoid + BCELoss computes -[y log s(l) + (1 - y) log(1 - s(l))] with s = sigmoid.
-# BCEWithLogitsLoss computes the same number from the logit l in one stable step. From s(l), once D is sure,
-# BCELoss's gradient dies: float32 rounds s to 1 (log(0), clamped to -100), or its backward floors s(1-s) at 1e-12.
-# 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数学上是同一个损失，但判别器很确定时梯度不会消失。
+# BCEWithLogitsLoss computes the same number from the logit l in one stable step. From s(l), a D sure and wrong
+# gets almost no gradient: float32 rounds s to 1, or BCELoss's backward floors s(1-s) at 1e-12 (docs/results.md).
+# 与文章不同：Sigmoid + BCELoss 合并为一步的 BCEWithLogitsLoss，数学上是同一个损失，但判别器很确定却判错时梯度不会消失。
 bce_with_logits = nn.BCEWithLogitsLoss()  # 损失函数
 
 
@@ -177,10 +177,9 @@ def discriminator_loss(real_logits, fake_logits):
 
 
 def generator_loss(fake_logits):
-    """Section 4.1 has G minimise log(1 - D(G(z))). Early on D rejects every fake, that curve is flat, and G
-    learns nothing; so, as Goodfellow et al. (2014, section 3) advise, G maximises log D(G(z)): BCE with label 1.
-    与第 4.1 节的公式不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))，因为训练初期后者几乎没有梯度。
-    """
+    """Section 4.1 has G minimise log(1 - D(G(z))), which saturates (its gradient in the logit goes to 0) when D
+    rejects every fake, as early on; so G maximises log D(G(z)) (Goodfellow et al. 2014, section 3): BCE, label 1.
+    与第 4.1 节的公式不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))，因为训练初期后者几乎没有梯度。"""
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
