@@ -3,7 +3,7 @@
     python benchmarks/quality.py outputs/checkpoint.pt [MORE.pt ...] [--samples 10000]
 
 The first call trains a small CNN digit classifier on the MNIST training set
-(about two minutes on a CPU) and caches it under data/; later calls reuse it.
+(about a minute on a 2-core CPU) and caches it under data/; later calls reuse it.
 For each checkpoint it draws --samples digits and reports:
 
   digit FID   Frechet distance between the classifier's features of the
