@@ -1,3 +1,4 @@
+# %%
 """Train a GAN to draw MNIST digits: the code for section 5 of the article "AIGC从入门到实战" (a Generator
 and a Discriminator, each a two-layer MLP, trained against each other with the BCE loss of section 4.1).
 
