@@ -780,7 +780,7 @@ class Coach:
 
     def __init__(self, real_images, args):
         self.real_variety, self.troubles = torch.pdist(real_images.cpu()).mean().item(), set()
-        self.try_this = (f"the gradient penalty (--gp-gamma {GP_GAMMA:g})" if args.gp_gamma == 0 else
+        self.try_this = (f"the gradient penalty (--gp-gamma {GP_GAMMA or 1:g})" if args.gp_gamma == 0 else
                          f"a stronger gradient penalty (--gp-gamma {args.gp_gamma * 4:g}) or a smaller --lr")
 
     def should_check_variety(self, step):
@@ -904,7 +904,7 @@ def parse_args(argv=None):
     flag("--no-cuda-graph", action="store_true", help="on a GPU, run train_step's Python every step (slower)")
     flag("--generate", type=int, metavar="N", help="no training: draw N digits into OUT_DIR/generated.png")
     flag("--digit", type=int, help="with --generate and a conditional checkpoint: draw this digit, 0-9")
-    flag("--best-of", type=int, default=BEST_OF, metavar="K", help="with --generate: D's best 1 of K, digit by digit")
+    flag("--best-of", type=int, default=argparse.SUPPRESS, metavar="K", help=f"with --generate: best of K ({BEST_OF})")
     flag("--checkpoint", help="the checkpoint --generate reads (OUT_DIR/checkpoint.pt)")
     args = parser.parse_args(argv)
     check_settings(args)
@@ -1022,6 +1022,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def check_settings(args):
     """Catch bad values whether they came from a flag or an edited constant."""
+    best_of_asked, args.best_of = hasattr(args, "best_of"), getattr(args, "best_of", BEST_OF)  # unset unless asked
     for flag, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--z-dim", args.z_dim),
                         ("--hidden-dim", args.hidden_dim), ("--sample-every", args.sample_every),
                         ("--gp-every", args.gp_every), ("--best-of", args.best_of), ("--max-steps", args.max_steps),
@@ -1040,11 +1041,10 @@ def check_settings(args):
         raise RunError(f"--generate draws at most 1024 digits at a time, not {args.generate}")
     if args.generate and args.generate * args.best_of > MOST_CANDIDATES:
         raise RunError(f"--generate {args.generate} --best-of {args.best_of} would draw {args.generate * args.best_of} "
-                       f"digits to choose from, more than {MOST_CANDIDATES} at a time: ask for fewer, or a smaller "
-                       f"--best-of (2 to 4 do best)")
+                       f"digits to choose from, over {MOST_CANDIDATES} at once: ask for fewer or a smaller --best-of")
     if args.digit is not None and not (type(args.digit) is int and 0 <= args.digit < DIGITS):
         raise RunError(f"--digit must be a digit from 0 to 9, not {args.digit!r}")
-    for flag, asked, what in [("--best-of", args.best_of != BEST_OF, "chooses among"),
+    for flag, asked, what in [("--best-of", best_of_asked, "chooses among"),
                               ("--digit", args.digit is not None, "chooses")]:
         if asked and not args.generate:
             raise RunError(f"{flag} {what} what --generate N draws: add --generate N")

@@ -170,8 +170,13 @@ def test_bad_best_of_gets_one_line(tmp_path, value, words):
     assert_one_line_error(run_here("--generate", "1024", "--best-of", value, "--out-dir", tmp_path), words)
 
 
-def test_best_of_without_generate_gets_one_line(tmp_path):
-    assert_one_line_error(run_here("--best-of", "3", "--out-dir", tmp_path), "--best-of chooses among what --generate")
+@pytest.mark.parametrize("value", ["3", str(gan_mnist.BEST_OF)])  # the default too: it was asked for
+def test_best_of_without_generate_gets_one_line(tmp_path, value):
+    assert_one_line_error(run_here("--best-of", value, "--out-dir", tmp_path), "--best-of chooses among what --generate")
+
+
+def test_best_of_left_out_is_the_constant():
+    assert gan_mnist.parse_args(["--generate", "8"]).best_of == gan_mnist.BEST_OF
 
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["article's GAN", "conditional"])

@@ -18,6 +18,12 @@ def real_digits():
     return torch.rand(200, 784) * 2 - 1
 
 
+def test_the_coach_suggests_a_penalty_that_is_on_when_the_constant_turned_it_off(real_digits, monkeypatch):
+    monkeypatch.setattr(gan_mnist, "GP_GAMMA", 0.0)  # a learner who set GP_GAMMA = 0 at the top of the file
+    coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args([]))
+    assert "--gp-gamma 1)" in coach.try_this
+
+
 def test_the_coach_says_once_when_the_discriminator_has_won_and_when_it_no_longer_has(real_digits, capsys):
     coach = gan_mnist.Coach(real_digits, gan_mnist.parse_args(["--gp-gamma", "0"]))
     coach.watch_the_game(1, epoch_of(0.3))
