@@ -506,8 +506,8 @@ class RunRecord(contextlib.AbstractContextManager):
         if not bool(finite.all()):
             bad_step = self.step - len(finite) + 1 + int((~finite).nonzero()[0])
             raise RunError(f"the loss became NaN or infinite at step {bad_step}, so training stopped; the last "
-                           f"checkpoint written before it is kept. Try a smaller learning rate, e.g. --lr "
-                           f"{self.args.lr / 10:g}", exit_code=1)
+                           f"checkpoint written before it is kept. Start again with a smaller learning rate, e.g. "
+                           f"--overwrite --lr {self.args.lr / 10:g}", exit_code=1)
 
     def should_stop(self):
         """True at the last step, or once a stop was asked for (said here, not in the signal handler)."""

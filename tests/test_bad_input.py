@@ -116,4 +116,5 @@ def test_a_diverging_run_stops_with_the_step_and_a_hint(finished_run, tmp_path):
     assert "Traceback" not in result.stderr
     line = result.stderr.strip()
     assert "NaN or infinite at step 1" in line and "--lr 1e+37" in line
+    assert "--overwrite --lr" in line  # a new run: --resume keeps the checkpoint's --lr
     assert not (tmp_path / "checkpoint.pt").exists()  # no checkpoint of the broken weights
