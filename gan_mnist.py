@@ -179,8 +179,8 @@ def discriminator_loss(real_logits, fake_logits):
 
 def generator_loss(fake_logits):
     """Section 4.1 has G minimise log(1 - D(G(z))), which saturates (its gradient in the logit goes to 0) when D
-    rejects every fake, as early on; so G maximises log D(G(z)) (Goodfellow et al. 2014, section 3): BCE, label 1.
-    与第 4.1 节的公式不同：生成器最大化 log D(G(z))，而不是最小化 log(1 - D(G(z)))，因为训练初期后者几乎没有梯度。"""
+    rejects every fake, as it can early on. So G maximises log D(G(z)), BCE with label 1 (Goodfellow et al. 2014).
+    与第 4.1 节的公式不同：生成器最大化 log D(G(z))；判别器坚决拒绝假图像时（训练初期可能如此），后者几乎没有梯度。"""
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
