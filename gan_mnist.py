@@ -180,7 +180,7 @@ def discriminator_loss(real_logits, fake_logits):
 def generator_loss(fake_logits):
     """Section 4.1 has G minimise log(1 - D(G(z))), which saturates (its gradient in the logit goes to 0) when D
     rejects every fake, as it can early on. So G maximises log D(G(z)), BCE with label 1 (Goodfellow et al. 2014).
-    与第 4.1 节的公式不同：生成器最大化 log D(G(z))；判别器坚决拒绝假图像时（训练初期可能如此），后者几乎没有梯度。"""
+    与第 4.1 节不同，生成器最大化 log D(G(z))：判别器坚决拒绝假图像时（训练初期可能如此），log(1 - D(G(z))) 几乎没有梯度，它却仍有。"""
     return bce_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
@@ -262,7 +262,7 @@ def train(args):
                                        use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
         # One noise batch, drawn once: every grid shows the same 64 z's, so the
         # grids are frames of one film and you can watch each digit take shape.
-        # 与文章不同：固定一批噪声，每张网格图都用同样的 64 个 z 来画，连起来就是一段训练过程的动画。
+        # 与文章不同：固定一批噪声，每张样本图都用同样的 64 个 z 来画，连起来就是一段训练过程的动画。
         # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
         fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
         run.begin(generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images)  # a resume puts all back
@@ -299,8 +299,8 @@ def gradient_penalty(logits, images, gamma):
 
 
 def penalty_for_step(step, gamma, every):
-    """Lazy regularisation (Karras et al. 2020): one step in `every`, `every` times as strong, steers D nearly
-    as much for a fraction of the work."""
+    """Lazy regularisation (Karras et al. 2020): one step in `every`, `every` times as strong, steers D nearly as much.
+    文章之外：惩罚每 `every` 步才算一次，强度乘以 `every`，效果相近，计算量却小得多。"""
     return gamma * every if gamma > 0 and step % every == 0 else 0.0
 
 
