@@ -50,7 +50,7 @@ EPOCHS = 200  # passes over the 60,000 training images (--epochs)
 BATCH_SIZE = 128  # images per optimiser step (--batch-size)
 LR = 2e-4  # Adam's learning rate for both networks (--lr)
 BETAS = (0.0, 0.999)  # Adam's decay rates; 0.0: no momentum to carry G and D past each other; article 0.9 (--betas)
-# 与文章不同：β1、β2 是 Adam 两个矩估计的衰减率；β1 = 0 即不用动量（文章没设，即默认的 0.9），动量会让两个网络越过平衡点、来回振荡。
+# 与文章不同：β1、β2 是 Adam 两个矩估计的衰减率；β1 = 0 即不用动量（文章没设，即默认的 0.9）；通常认为动量会让两个网络越过平衡点、来回振荡。
 Z_DIM = 100  # length of the noise vector z the generator starts from (--z-dim)
 HIDDEN_DIM = 256  # width of the hidden layer in both networks (--hidden-dim)
 GP_GAMMA = 1.0  # gradient penalty on D's slopes, so D cannot herd G into a few digits; 0.0: the article (--gp-gamma)
@@ -117,7 +117,7 @@ def shuffled_batches(images, labels, batch_size, seed, epoch, skip=0):
     batch is a single indexing operation. The order comes from a number no other (seed, epoch) gives (for
     epochs below a million), so two seeds never share an epoch's order, and a run resumed part-way through
     an epoch (skip: the batches it had done) sees the very same batches.
-    与文章不同：不用 DataLoader 逐张转换图像，整个训练集已是设备上的一个张量，每批只需一次索引。
+    与文章不同：不用 DataLoader 逐张转换图像，整个训练集事先作为一个张量放到 CPU 或 GPU 上，每批只需一次索引。
     """
     # 构建数据加载器: a new order each epoch, cut into batches
     shuffle = torch.Generator().manual_seed(seed * 1_000_000 + epoch)
