@@ -1,6 +1,6 @@
 # %%
 """Train a GAN to draw MNIST digits: the code for section 5 of the article "AIGC从入门到实战" (a Generator
-and a Discriminator, each a two-layer MLP, trained against each other with the BCE loss of section 4.1).
+and a Discriminator, each a two-layer MLP, trained against each other, as in section 4.1, with section 5.5's BCE loss).
 
     python gan_mnist.py                  # train; pictures land in outputs/
     python gan_mnist.py --epochs 5       # every constant below has a flag
@@ -262,7 +262,7 @@ def train(args):
                                        use_cuda_graph=device.type == "cuda" and not args.no_cuda_graph)
         # One noise batch, drawn once: every grid shows the same 64 z's, so the
         # grids are frames of one film and you can watch each digit take shape.
-        # 与文章不同：固定一批噪声，每张样本图都用同样的 64 个 z 来画，连起来就是一段训练过程的动画。
+        # 固定一批噪声（文章副本没写到画样本这一步）：每张样本图都用同样的 64 个 z 来画，连起来就是一段训练过程的动画。
         # (A conditional run's grid is a digit table: 10 x 10, row r drawn as digit r.)
         fixed_noise = torch.randn(args.num_classes ** 2 or GRID_SIZE, args.z_dim, device=device)
         run.begin(generator, discriminator, g_optimizer, d_optimizer, fixed_noise, images)  # a resume puts all back
@@ -604,7 +604,7 @@ def describe_device(device):
 
 def log_epoch(epoch_history, epoch, epochs, step, images_per_second, elapsed, eta):
     """One line per epoch, the means of its steps. Without a penalty, D(x) around 0.5-0.8 and D(G(z)) around
-    0.2-0.5 is a fair fight. D loss near 0 with D(G(z)) near 0: D has won, and G has stopped learning."""
+    0.2-0.5 is a fair fight. D loss near 0 with D(G(z)) near 0: D has won, and its gradient no longer guides G."""
     d_loss, g_loss, d_x, d_g_z = epoch_history.mean(dim=0).tolist()
     say(f"epoch {epoch:>3}/{epochs}  step {step:>6}  D loss {d_loss:.3f}  G loss {g_loss:.3f}  D(x) {d_x:.2f}  "
         f"D(G(z)) {d_g_z:.2f}  {images_per_second:6,.0f} img/s  elapsed {as_time(elapsed)}  ETA {as_time(eta)}")
