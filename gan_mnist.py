@@ -3,10 +3,9 @@
 and a Discriminator, each a two-layer MLP, trained against each other, as in section 4.1, with section 5.5's BCE loss).
 
     python gan_mnist.py                  # train; pictures land in outputs/
-    python gan_mnist.py --epochs 5       # every constant below has a flag
-    python gan_mnist.py --resume         # continue an interrupted run
+    python gan_mnist.py --epochs 5       # every constant below has a flag (python gan_mnist.py --help)
+    python gan_mnist.py --resume         # continue an interrupted run, to its own --epochs
     python gan_mnist.py --generate 64    # draw 64 new digits from the checkpoint
-    python gan_mnist.py --help
 
 In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (its `# %%` cells are the sections).
 
@@ -462,7 +461,7 @@ class RunRecord(contextlib.AbstractContextManager):
         torch.save({"format": CHECKPOINT_FORMAT, "generator": generator.state_dict(),
                     "discriminator": discriminator.state_dict(), "g_optimizer": g_optimizer.state_dict(),
                     "d_optimizer": d_optimizer.state_dict(), "epoch": self.epoch, "step": self.step,
-                    "batches_into_epoch": self.batches_into_epoch,  # > 0 when stopped part-way through one
+                    "epochs": self.args.epochs, "batches_into_epoch": self.batches_into_epoch,  # > 0: stopped mid-epoch
                     "config": {name: getattr(self.args, name) for name in RUN_SETTINGS}, "history": self.history,
                     "fixed_noise": self.fixed_noise.cpu(), "d_scores": self.d_scores, "rng": random_states}, buffer)
         return buffer.getvalue()  # bytes of its own for the writer (a view of the buffer upsets Python 3.13 at exit)
@@ -728,8 +727,7 @@ def latent_walk(generator, noise, rows=10, points=10):
 
 @torch.no_grad()
 def nearest_training_digits(images, training_images, k, chunk=250):
-    """Pixel distance from each image to its k nearest training digits, and which ones they are."""
-    # use_mm: distances from matrix products, which every device has (Apple's MPS too)
+    """Each image's pixel distances to its k nearest training digits, and which; use_mm: on every device (MPS too)."""
     distances, indices = zip(*(torch.cdist(part, training_images, compute_mode="use_mm_for_euclid_dist")
                                .topk(k, largest=False) for part in images.to(training_images.device).split(chunk)))
     return torch.cat(distances), torch.cat(indices)
@@ -883,7 +881,7 @@ def parse_args(argv=None):
     parser = OneLineErrorParser(description="Train a GAN on MNIST (the article's section 5), or draw digits "
                                 "with a trained one.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     flag = parser.add_argument
-    flag("--epochs", type=int, default=EPOCHS, help="passes over the training set")
+    flag("--epochs", type=int, default=argparse.SUPPRESS, help=f"passes over the data ({EPOCHS}; --resume: the run's)")
     flag("--batch-size", type=int, default=BATCH_SIZE, help="images per step")
     flag("--lr", type=float, default=LR, help="Adam's learning rate")
     flag("--betas", type=float, nargs=2, default=BETAS, metavar=("B1", "B2"), help="Adam's decay rates, in [0, 1)")
@@ -999,9 +997,8 @@ class CudaGraphStep:
 # 可靠运行 · The dependable parts: exact resume, safe stops, --generate, and one line for every bad input
 CHECKPOINT_FORMAT = "gan_mnist checkpoint v2"
 READABLE_FORMATS = (CHECKPOINT_FORMAT, "gan_mnist checkpoint v1")  # v1: shuffled by seed + epoch (load_checkpoint)
-# What a checkpoint records of its run, and a resumed run must share with it.
 RUN_SETTINGS = ["z_dim", "hidden_dim", "batch_size", "lr", "betas", "gp_gamma", "gp_every", "article_pixels",
-                "num_classes", "seed"]
+                "num_classes", "seed"]  # what a checkpoint records of its run, and a resumed run must share
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 MOST_CANDIDATES = 32768  # digits --generate --best-of draws at once to choose from (about 100 MB of pixels)
 HELD_LOCKS = []  # open handles of the folders this process has locked, until main() returns
@@ -1023,6 +1020,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
 def check_settings(args):
     """Catch bad values whether they came from a flag or an edited constant."""
     best_of_asked, args.best_of = hasattr(args, "best_of"), getattr(args, "best_of", BEST_OF)  # unset unless asked
+    args.epochs_asked, args.epochs = hasattr(args, "epochs"), getattr(args, "epochs", EPOCHS)  # --resume: the run's
     for flag, value in [("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--z-dim", args.z_dim),
                         ("--hidden-dim", args.hidden_dim), ("--sample-every", args.sample_every),
                         ("--gp-every", args.gp_every), ("--best-of", args.best_of), ("--max-steps", args.max_steps),
@@ -1130,9 +1128,11 @@ def load_checkpoint(path, resuming=None):
             trained, asked = as_flag(name, checkpoint["config"][name]), as_flag(name, getattr(resuming, name))
             raise RunError(f"cannot resume: the checkpoint was trained with {trained}, this run asks for {asked}. "
                            f"Pass {trained}, or start a new run with --out-dir or --overwrite")
+    if resuming and not resuming.epochs_asked:  # a bare --resume finishes the run as it was asked for
+        resuming.epochs = checkpoint.get("epochs", EPOCHS)
     if resuming and checkpoint["epoch"] >= resuming.epochs:
-        raise RunError(f"the run in {resuming.out_dir}/ is finished ({checkpoint['epoch']} of {resuming.epochs} "
-                       f"epochs). Train it further with --resume --epochs N (N > {checkpoint['epoch']})", exit_code=0)
+        raise RunError(f"the run in {resuming.out_dir}/ is finished (--epochs {resuming.epochs}; done: "
+                       f"{checkpoint['epoch']}). To go on: --resume --epochs N, N > {checkpoint['epoch']}", exit_code=0)
     if resuming and resuming.max_steps and checkpoint["step"] >= resuming.max_steps:
         raise RunError(f"the run in {resuming.out_dir}/ has already done {checkpoint['step']} steps, which is "
                        f"--max-steps {resuming.max_steps}. Raise --max-steps or drop it", exit_code=0)

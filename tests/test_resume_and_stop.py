@@ -78,13 +78,22 @@ def test_resume_refuses_a_changed_model_or_batch_size(finished_run):
     assert snapshot(out_dir) == before
 
 
-def test_resuming_a_finished_run_says_so(finished_run):
-    data, out_dir = finished_run
+@pytest.mark.parametrize("epochs", [["--epochs", "1"], []], ids=["same-epochs", "bare-resume"])
+def test_resuming_a_finished_run_says_so(finished_run, epochs):
+    data, out_dir = finished_run  # a one-epoch run: a bare --resume keeps its --epochs 1, not EPOCHS
     before = snapshot(out_dir)
-    result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", "--epochs", "1", *TINY_RUN_FLAGS)
+    result = run_here("--data-dir", data, "--out-dir", out_dir, "--resume", *epochs, *TINY_RUN_FLAGS)
     assert result.returncode == 0
-    assert "finished" in result.stdout and "--epochs" in result.stdout
+    assert "finished (--epochs 1; done: 1)" in result.stdout and "--resume --epochs N" in result.stdout
     assert snapshot(out_dir) == before
+
+
+def test_a_bare_resume_finishes_the_run_it_was_asked_to_be(tiny_mnist, tmp_path):
+    train(tiny_mnist, tmp_path, "--epochs", "3", "--max-steps", "6")  # stopped in epoch 2 of 3
+    resumed = train(tiny_mnist, tmp_path, "--resume")
+    assert (resumed["epoch"], resumed["step"], resumed["epochs"]) == (3, 12, 3)
+    further = train(tiny_mnist, tmp_path, "--resume", "--epochs", "4")  # a new --epochs goes further
+    assert (further["epoch"], further["step"], further["epochs"]) == (4, 16, 4)
 
 
 def test_a_new_run_will_not_overwrite_an_earlier_one(finished_run):
