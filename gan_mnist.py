@@ -3,7 +3,7 @@
 and a Discriminator, each a two-layer MLP, trained against each other, as in section 4.1, with section 5.5's BCE loss).
 
     python gan_mnist.py                  # train; pictures land in outputs/
-    python gan_mnist.py --epochs 5       # every constant below has a flag (python gan_mnist.py --help)
+    python gan_mnist.py --epochs 5 --out-dir outputs/first_try  # every constant below has a flag (--help)
     python gan_mnist.py --resume         # continue an interrupted run, to its own --epochs
     python gan_mnist.py --generate 64    # draw 64 new digits from the checkpoint
 
@@ -1153,7 +1153,7 @@ def as_flag(name, value):
 def out_of_memory_error(error, args):
     """For an out-of-memory error, one line: how much more was asked for, and what to try. None for any other."""
     if not (isinstance(error, (torch.OutOfMemoryError, MemoryError)) or re.search(
-            "can't allocate memory|out of memory", str(error))):  # the CPU allocator's words, and CUDA's
+            "can't allocate memory|not enough memory|out of memory", str(error))):  # CPU (Linux, Windows), CUDA
         return None
     asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGT]iB)", str(error))
     amount = f" (it asked for {f'{int(asked[1]) / 2**30:.1f} GiB' if asked[1] else asked[2]} more)" if asked else ""

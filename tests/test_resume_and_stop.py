@@ -2,6 +2,7 @@
 SIGTERM, a closed pipe, a full disk, memory running out). A run that meets the outside world
 (signals, limits, a second process, a new interpreter) runs as a user would, in a process of its
 own; runs whose numbers are compared go through main() in this process."""
+import argparse
 import contextlib
 import io
 import signal
@@ -251,6 +252,17 @@ def test_running_out_of_memory_while_building_the_networks_gets_one_line(tiny_mn
                       *TINY_RUN_FLAGS, limits={resource.RLIMIT_AS: 8 * 2**30})
     assert_one_line_error(result, "memory ran out (it asked for 37.3 GiB more)",
                           "--hidden-dim (now 100000000)", "--batch-size", "close other programs")
+
+
+@pytest.mark.parametrize("words", [
+    "DefaultCPUAllocator: can't allocate memory: you tried to allocate 40000000000 bytes. Error code 12",  # Linux
+    "DefaultCPUAllocator: not enough memory: you tried to allocate 40000000000 bytes.",  # Windows
+    "CUDA out of memory. Tried to allocate 37.25 GiB"], ids=["linux-cpu", "windows-cpu", "cuda"])
+def test_each_allocators_out_of_memory_words_get_one_line(words, tmp_path):
+    args = argparse.Namespace(out_dir=tmp_path, hidden_dim=256, batch_size=128)
+    line = gan_mnist.out_of_memory_error(RuntimeError(words), args)
+    assert line and line.startswith("memory ran out (it asked for 37.") and "--hidden-dim (now 256)" in line
+    assert gan_mnist.out_of_memory_error(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), args) is None
 
 
 def test_running_out_of_memory_in_a_step_keeps_the_last_checkpoint(three_epochs, tmp_path):
