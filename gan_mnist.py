@@ -7,7 +7,7 @@ and a Discriminator, each a two-layer MLP, trained against each other, as in sec
     python gan_mnist.py --resume         # continue an interrupted run, to its own --epochs
     python gan_mnist.py --generate 64    # draw 64 new digits from the checkpoint
 
-In a notebook: `%run gan_mnist.py --epochs 5`, or open this file as one (its `# %%` cells are the sections).
+In a notebook: `%run gan_mnist.py --epochs 5 --out-dir outputs/notebook`, or open it as one (`# %%` cells).
 
 Read it top to bottom beside the article: each banner names the section it implements. Where this file
 departs from the article, a comment says why.
